@@ -1,0 +1,1 @@
+"""gan_jax: functional GAN training in JAX."""
