@@ -47,9 +47,16 @@ StateT = TypeVar("StateT")
 CHECKPOINT_SUBDIR = "checkpoints"
 STATE_ITEM = "state"
 CONFIG_ITEM = "config"
-_ITEM_NAMES = (STATE_ITEM, CONFIG_ITEM)
 # How many mismatching leaves an error message lists before summarising the rest.
 _MAX_LISTED_MISMATCHES = 8
+
+
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+    # Registered up front so a fresh manager can read metadata before any save or restore.
+    return {
+        STATE_ITEM: ocp.StandardCheckpointHandler(),
+        CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+    }
 
 
 class CheckpointMismatchError(ValueError):
@@ -117,11 +124,12 @@ def describe_mismatches(
       saved, expected: `shapes_by_path` of the checkpoint's metadata and of the target state.
 
     Returns:
-      Lines sorted by path; empty when every path, shape and dtype agrees. A dtype of `None`
-      (unknown) matches any dtype.
+      Lines in the target's leaf order (so the first lines name the params, not optimiser
+      moments), then the checkpoint-only leaves; empty when every path, shape and dtype agrees.
+      A dtype of `None` (unknown) matches any dtype.
     """
     lines = []
-    for path in sorted(set(saved) | set(expected)):
+    for path in [*expected, *(p for p in saved if p not in expected)]:
         if path not in expected:
             lines.append(f"{path}: in the checkpoint {_describe(*saved[path])}, not in the model")
         elif path not in saved:
@@ -276,7 +284,7 @@ class Checkpointer:
                 )
             options = ocp.CheckpointManagerOptions(read_only=True)
             self._manager = ocp.CheckpointManager(
-                self._directory, item_names=_ITEM_NAMES, options=options
+                self._directory, item_handlers=_item_handlers(), options=options
             )
             return
         check_writable(self._directory)
@@ -296,7 +304,7 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(
-            self._directory, item_names=_ITEM_NAMES, options=options
+            self._directory, item_handlers=_item_handlers(), options=options
         )
 
     # -- queries -------------------------------------------------------------------------------
@@ -432,12 +440,14 @@ class Checkpointer:
             listed = lines[:_MAX_LISTED_MISMATCHES]
             if len(lines) > len(listed):
                 listed.append(f"... and {len(lines) - len(listed)} more")
+            config_path = step_dir / CONFIG_ITEM
+            see_config = f" (see {config_path})" if config_path.exists() else ""
             raise CheckpointMismatchError(
                 f"The checkpoint at {step_dir} does not match the model being restored "
                 f"({len(lines)} differing arrays):\n  "
                 + "\n  ".join(listed)
-                + f"\nIt was written by a different model or config (see {step_dir}/"
-                f"{CONFIG_ITEM}). Use a new --workdir, or the config that wrote it."
+                + f"\nIt was written by a different model or config{see_config}. "
+                "Use a new --workdir, or the config that wrote it."
             )
 
     def restore(self, target_state: StateT, step: int | None = None) -> StateT:
