@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -206,8 +207,8 @@ def check_writable(directory: epath.PathLike) -> epath.Path:
       WorkdirError: naming the directory and the operating system's reason.
     """
     directory = epath.Path(directory)
-    # A unique name: every process of a multi-process run probes the same shared directory.
-    probe = directory / f".write_probe_{jax.process_index()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    # A unique name: every process of a multi-process run may probe the same shared directory.
+    probe = directory / f".write_probe_{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")

@@ -212,7 +212,7 @@ def test_save_returns_before_commit_and_arrays_may_be_donated(tmp_path, state):
 
 
 def test_restore_takes_target_sharding_and_abstract_targets(tmp_path, state):
-    mesh = jax.make_mesh((4,), ("data",))
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
     replicated = NamedSharding(mesh, P())
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, state, force=True)
