@@ -316,11 +316,15 @@ class Checkpointer:
         return self._directory
 
     def all_steps(self) -> list[int]:
-        """Steps of the committed checkpoints, ascending (in-flight async saves excluded)."""
+        """Checkpoint steps, ascending.
+
+        Includes a save this process started that may still be in flight (Orbax lists a step
+        from the moment it is started); `wait()` commits it. Restoring waits by itself.
+        """
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
-        """The newest committed step, or None when there is none."""
+        """The newest step (see `all_steps`), or None when there is none."""
         return self._manager.latest_step()
 
     def should_save(self, step: int) -> bool:
@@ -406,6 +410,8 @@ class Checkpointer:
     # -- restoring -----------------------------------------------------------------------------
 
     def _resolve_step(self, step: int | None) -> int:
+        # A save of this process may still be in flight; read only committed checkpoints.
+        self._manager.wait_until_finished()
         steps = self.all_steps()
         if not steps:
             raise NoCheckpointError(f"No checkpoints in {self._directory}.")
