@@ -1,0 +1,45 @@
+"""Datasets: TFDS builders and sources (host side), device-resident sampling (device side).
+
+Host side, once per run:
+    images, labels = load_split("mnist", "train")            # uint8 [N, H, W, C], int32 [N]
+    images, labels = to_device(images, labels)               # replicated on every device
+
+Device side, every step (inside jit / lax.scan / shard_map):
+    batch = sample_batch(images, labels, step, seed=seed, batch_size=256, pixel_range="symmetric")
+
+The batch at step s is a pure function of (seed, s); see sampling for the epoch order and for
+computing only a device's rows of the global batch.
+"""
+
+from gan_jax.data.datasets import DATASET_NAMES, check_name, load_split, mnist_builder
+from gan_jax.data.files import ChecksumError, cache_dir
+from gan_jax.data.mnist_builder import GanJaxMnist
+from gan_jax.data.mnist_sources import MnistUnavailableError, find_mnist_files
+from gan_jax.data.safe_pickle import UnsafePickleError
+from gan_jax.data.sampling import (
+    PIXEL_RANGES,
+    batch_indices,
+    gather_batch,
+    sample_batch,
+    to_device,
+)
+from gan_jax.data.tfds_images import MissingTensorFlowError
+
+__all__ = [
+    "DATASET_NAMES",
+    "PIXEL_RANGES",
+    "ChecksumError",
+    "GanJaxMnist",
+    "MissingTensorFlowError",
+    "MnistUnavailableError",
+    "UnsafePickleError",
+    "batch_indices",
+    "cache_dir",
+    "check_name",
+    "find_mnist_files",
+    "gather_batch",
+    "load_split",
+    "mnist_builder",
+    "sample_batch",
+    "to_device",
+]
