@@ -62,3 +62,74 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # TFDS data dir; "" uses TFDS's default
 
     return config
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"config.{key}: {message}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the offending key when `config` cannot describe a run."""
+    _check(
+        config.model in MODEL_NAMES,
+        "model",
+        f"unknown model {config.model!r}; choose one of {list(MODEL_NAMES)}",
+    )
+    _check(
+        config.loss in LOSS_NAMES,
+        "loss",
+        f"unknown loss {config.loss!r}; choose one of {list(LOSS_NAMES)}",
+    )
+    shape = tuple(config.image_shape)
+    _check(
+        len(shape) == 3 or (config.model == "seed_mlp" and len(shape) >= 1),
+        "image_shape",
+        f"expected (height, width, channels), got {shape}",
+    )
+    _check(all(int(d) > 0 for d in shape), "image_shape", f"sizes must be positive, got {shape}")
+    if config.model == "dcgan":
+        _check(
+            shape[0] % 4 == 0 and shape[1] % 4 == 0,
+            "image_shape",
+            f"the dcgan upsamples by 4, so height and width must be divisible by 4; got {shape}",
+        )
+    for key in ("latent_dim", "g_width", "d_width", "batch_size", "num_steps"):
+        _check(int(config[key]) > 0, key, f"must be a positive integer, got {config[key]!r}")
+    _check(int(config.n_critic) >= 1, "n_critic", f"must be at least 1, got {config.n_critic!r}")
+    _check(int(config.num_classes) >= 0, "num_classes", "must be 0 (unconditional) or positive")
+    _check(
+        0.0 <= float(config.ema_decay) < 1.0,
+        "ema_decay",
+        f"must be in [0, 1) (0 turns EMA off), got {config.ema_decay!r}",
+    )
+    _check(float(config.r1_weight) >= 0.0, "r1_weight", "must be non-negative")
+    _check(float(config.gp_weight) >= 0.0, "gp_weight", "must be non-negative")
+    _check(
+        config.compute_dtype in ("float32", "bfloat16"),
+        "compute_dtype",
+        f"must be 'float32' or 'bfloat16', got {config.compute_dtype!r}",
+    )
+    for player in ("g_optimizer", "d_optimizer"):
+        opt = config[player]
+        _check(
+            float(opt.learning_rate) > 0.0,
+            f"{player}.learning_rate",
+            f"must be positive, got {opt.learning_rate!r}",
+        )
+        _check(
+            opt.schedule in SCHEDULE_NAMES,
+            f"{player}.schedule",
+            f"unknown schedule {opt.schedule!r}; choose one of {list(SCHEDULE_NAMES)}",
+        )
+        _check(
+            0.0 <= float(opt.b1) < 1.0 and 0.0 <= float(opt.b2) < 1.0,
+            f"{player}.b1",
+            "Adam's b1 and b2 must be in [0, 1)",
+        )
+        _check(int(opt.warmup_steps) >= 0, f"{player}.warmup_steps", "must be non-negative")
+        _check(
+            float(opt.grad_clip_norm) >= 0.0,
+            f"{player}.grad_clip_norm",
+            "must be non-negative (0 turns clipping off)",
+        )

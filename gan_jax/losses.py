@@ -1,0 +1,115 @@
+"""GAN objectives as pure functions of discriminator logits, and the gradient regularisers.
+
+Each objective is a pair of functions returning scalars to *minimise*:
+`d_loss(real_logits [B], fake_logits [B])` for the discriminator and `g_loss(fake_logits [B])`
+for the generator, each a mean over the batch. Probabilities never appear: log D(x) is written
+as log_sigmoid(logit), which stays finite where log(sigmoid(logit)) underflows to -inf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class GANLoss(NamedTuple):
+    d_loss: Callable[[jax.Array, jax.Array], jax.Array]
+    g_loss: Callable[[jax.Array], jax.Array]
+
+
+def _log_d(logits: jax.Array) -> jax.Array:
+    """log D(x) = log sigmoid(logit)."""
+    return jax.nn.log_sigmoid(logits)
+
+
+def _log_one_minus_d(logits: jax.Array) -> jax.Array:
+    """log(1 - D(x)) = log sigmoid(-logit)."""
+    return jax.nn.log_sigmoid(-logits)
+
+
+def classic_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """D maximises log D(x) + log(1 - D(G(z))); we minimise its negation."""
+    return -jnp.mean(_log_d(real_logits)) - jnp.mean(_log_one_minus_d(fake_logits))
+
+
+def minimax_g_loss(fake_logits: jax.Array) -> jax.Array:
+    """G minimises log(1 - D(G(z))): the original objective, which saturates early in training."""
+    return jnp.mean(_log_one_minus_d(fake_logits))
+
+
+def non_saturating_g_loss(fake_logits: jax.Array) -> jax.Array:
+    """G maximises log D(G(z)): same fixed point, strong gradients where D rejects the fakes."""
+    return -jnp.mean(_log_d(fake_logits))
+
+
+def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def critic_g_loss(fake_logits: jax.Array) -> jax.Array:
+    """G raises the critic's score of its samples (hinge and Wasserstein generators)."""
+    return -jnp.mean(fake_logits)
+
+
+def wasserstein_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The critic's negated Wasserstein-1 estimate; pair it with the gradient penalty."""
+    return jnp.mean(fake_logits) - jnp.mean(real_logits)
+
+
+def least_squares_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """LSGAN with targets 1 (real) and 0 (fake)."""
+    return 0.5 * jnp.mean(jnp.square(real_logits - 1.0)) + 0.5 * jnp.mean(jnp.square(fake_logits))
+
+
+def least_squares_g_loss(fake_logits: jax.Array) -> jax.Array:
+    return 0.5 * jnp.mean(jnp.square(fake_logits - 1.0))
+
+
+LOSSES: dict[str, GANLoss] = {
+    "minimax": GANLoss(classic_d_loss, minimax_g_loss),
+    "non_saturating": GANLoss(classic_d_loss, non_saturating_g_loss),
+    "hinge": GANLoss(hinge_d_loss, critic_g_loss),
+    "wasserstein": GANLoss(wasserstein_d_loss, critic_g_loss),
+    "least_squares": GANLoss(least_squares_d_loss, least_squares_g_loss),
+}
+
+
+def get_loss(name: str) -> GANLoss:
+    """The objective named `name` (config.loss)."""
+    if name not in LOSSES:
+        raise ValueError(f"config.loss: unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[name]
+
+
+def _per_example_sq_grad_norm(
+    logit_fn: Callable[[jax.Array], jax.Array], images: jax.Array
+) -> jax.Array:
+    """||∇_x logit(x)||² for each example, [B]. Examples are independent, so the gradient of the
+    summed logits gives every example's own input gradient in one backward pass."""
+    grads = jax.grad(lambda x: jnp.sum(logit_fn(x)))(images)
+    return jnp.sum(jnp.square(grads.reshape((grads.shape[0], -1))), axis=-1)
+
+
+def r1_penalty(logit_fn: Callable[[jax.Array], jax.Array], real_images: jax.Array) -> jax.Array:
+    """R1 (Mescheder et al., 2018): E_x ||∇_x D(x)||² on real data. The loss adds γ/2 times this."""
+    return jnp.mean(_per_example_sq_grad_norm(logit_fn, real_images))
+
+
+def gradient_penalty(
+    logit_fn: Callable[[jax.Array], jax.Array],
+    real_images: jax.Array,
+    fake_images: jax.Array,
+    mix: jax.Array,
+) -> jax.Array:
+    """WGAN-GP (Gulrajani et al., 2017): E (||∇ D(x̂)|| - 1)² at x̂ = mix·x + (1 - mix)·G(z).
+
+    `mix` [B] holds one uniform [0, 1) draw per example.
+    """
+    mix = mix.reshape((-1,) + (1,) * (real_images.ndim - 1))
+    interpolates = mix * real_images + (1.0 - mix) * fake_images
+    # The epsilon keeps the gradient of the norm finite where the input gradient is exactly 0.
+    norms = jnp.sqrt(_per_example_sq_grad_norm(logit_fn, interpolates) + 1e-12)
+    return jnp.mean(jnp.square(norms - 1.0))

@@ -1,0 +1,215 @@
+"""Generator and discriminator families, used as pure functions through `Module.apply`.
+
+Every generator maps a latent batch `z` [B, latent_dim] (and, when conditional, integer labels [B])
+to images [B, H, W, C] in its `pixel_range`; every discriminator maps images [B, H, W, C] (and
+labels) to one real-valued logit per image, [B]. Both take a field `axis_name`: when set, layers
+that depend on the batch (BatchNorm) reduce over that device axis, so a data-parallel step sees
+the statistics of the global batch.
+
+Discriminators here have no batch-dependent layers, so the train step may score real and fake
+images in one concatenated call; keep that property (or change the step) when adding one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from gan_jax import config as config_lib
+
+PIXEL_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+
+
+class Models(NamedTuple):
+    """The two players of a GAN and the pixel range the generator produces."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    pixel_range: str  # "unit" for [0, 1] images, "symmetric" for [-1, 1]
+
+
+def _leaky_relu(x: jax.Array) -> jax.Array:
+    # 0.3 is the slope of the well-known TensorFlow MNIST DCGAN, which these models reproduce.
+    return nn.leaky_relu(x, negative_slope=0.3)
+
+
+def _condition_latent(z: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:
+    """Concatenates a learned label embedding to the latent when the model is conditional."""
+    if num_classes <= 0:
+        return z
+    if labels is None:
+        raise ValueError("a conditional generator (config.num_classes > 0) needs labels")
+    embedding = nn.Embed(num_classes, z.shape[-1], name="label_embedding")(labels)
+    return jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
+
+
+def _projection_logit(
+    features: jax.Array, labels: jax.Array | None, num_classes: int, dtype: Any
+) -> jax.Array:
+    """Logit = linear(features) [+ <embed(label), features>] (projection discriminator)."""
+    logit = nn.Dense(1, dtype=dtype, name="logit")(features)[:, 0]
+    if num_classes > 0:
+        if labels is None:
+            raise ValueError("a conditional discriminator (config.num_classes > 0) needs labels")
+        embedding = nn.Embed(num_classes, features.shape[-1], name="label_projection")(labels)
+        logit = logit + jnp.sum(embedding.astype(features.dtype) * features, axis=-1)
+    return logit.astype(jnp.float32)
+
+
+class MLPGenerator(nn.Module):
+    """The seed article's generator: z → Dense(width) ReLU → Dense(H·W·C) sigmoid, in [0, 1]."""
+
+    image_shape: tuple[int, ...]
+    width: int = 128
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None  # no batch-dependent layers; kept for a uniform interface
+
+    @nn.compact
+    def __call__(
+        self, z: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        del train
+        h = _condition_latent(z, labels, self.num_classes)
+        h = nn.relu(nn.Dense(self.width, dtype=self.dtype)(h))
+        h = nn.Dense(math.prod(self.image_shape), dtype=self.dtype)(h)
+        return nn.sigmoid(h.astype(jnp.float32)).reshape((z.shape[0], *self.image_shape))
+
+
+class MLPDiscriminator(nn.Module):
+    """The seed article's discriminator: flatten → Dense(width) ReLU → Dense(1), a logit."""
+
+    width: int = 128
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(
+        self, images: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        del train
+        h = images.reshape((images.shape[0], -1))
+        h = nn.relu(nn.Dense(self.width, dtype=self.dtype)(h))
+        return _projection_logit(h, labels, self.num_classes, self.dtype)
+
+
+class DCGANGenerator(nn.Module):
+    """The MNIST DCGAN generator, for any (H, W, C) with H and W divisible by 4.
+
+    Dense(H/4·W/4·4w, no bias) → BN → LReLU(0.3) → ConvT(2w, 5×5, s1) → BN → LReLU →
+    ConvT(w, 5×5, s2) → BN → LReLU → ConvT(C, 5×5, s2) → tanh, so images are in [-1, 1].
+    Convolutions carry no bias: each is followed by BatchNorm (or tanh, as in the original).
+    """
+
+    image_shape: tuple[int, int, int]
+    width: int = 64
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+    conv_transpose: Callable[..., nn.Module] = nn.ConvTranspose
+
+    @nn.compact
+    def __call__(
+        self, z: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        height, width, channels = self.image_shape
+        base_h, base_w = height // 4, width // 4
+
+        def batch_norm(x: jax.Array) -> jax.Array:
+            return nn.BatchNorm(
+                use_running_average=not train,
+                momentum=0.99,
+                epsilon=1e-3,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
+            )(x)
+
+        def conv_t(features: int, stride: int) -> nn.Module:
+            return self.conv_transpose(
+                features,
+                (5, 5),
+                strides=(stride, stride),
+                padding="SAME",
+                use_bias=False,
+                dtype=self.dtype,
+            )
+
+        h = _condition_latent(z, labels, self.num_classes)
+        h = nn.Dense(base_h * base_w * 4 * self.width, use_bias=False, dtype=self.dtype)(h)
+        h = _leaky_relu(batch_norm(h))
+        h = h.reshape((z.shape[0], base_h, base_w, 4 * self.width))
+        h = _leaky_relu(batch_norm(conv_t(2 * self.width, 1)(h)))
+        h = _leaky_relu(batch_norm(conv_t(self.width, 2)(h)))
+        h = conv_t(channels, 2)(h)
+        return jnp.tanh(h.astype(jnp.float32))
+
+
+class DCGANDiscriminator(nn.Module):
+    """The MNIST DCGAN discriminator: Conv(w, 5×5, s2) → LReLU(0.3) → Conv(2w, 5×5, s2) → LReLU
+    → Dense(1), a logit per image."""
+
+    width: int = 64
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(
+        self, images: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        del train
+        h = images.astype(self.dtype)
+        h = _leaky_relu(nn.Conv(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
+        h = _leaky_relu(nn.Conv(2 * self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
+        h = h.reshape((h.shape[0], -1))
+        return _projection_logit(h, labels, self.num_classes, self.dtype)
+
+
+def build_models(config: ml_collections.ConfigDict) -> Models:
+    """Builds the generator and discriminator that `config.model` names."""
+    config_lib.validate_config(config)
+    dtype = jnp.dtype(config.compute_dtype)
+    image_shape = tuple(config.image_shape)
+    common = {"num_classes": config.num_classes, "dtype": dtype}
+    if config.model == "seed_mlp":
+        return Models(
+            generator=MLPGenerator(image_shape=image_shape, width=config.g_width, **common),
+            discriminator=MLPDiscriminator(width=config.d_width, **common),
+            pixel_range="unit",
+        )
+    if config.model == "dcgan":
+        return Models(
+            generator=DCGANGenerator(image_shape=image_shape, width=config.g_width, **common),
+            discriminator=DCGANDiscriminator(width=config.d_width, **common),
+            pixel_range="symmetric",
+        )
+    raise AssertionError(f"validate_config admitted unknown model {config.model!r}")
+
+
+def split_variables(variables: Any) -> tuple[Any, dict[str, Any]]:
+    """Splits `Module.init` output into (params, mutable collections such as batch_stats)."""
+    variables = dict(variables)
+    params = variables.pop("params")
+    return params, variables
+
+
+def apply_model(
+    module: nn.Module, params: Any, state: dict[str, Any], *args: Any, train: bool
+) -> tuple[jax.Array, dict[str, Any]]:
+    """Runs `module` as a pure function; returns (output, updated mutable collections).
+
+    In training mode the mutable collections in `state` (e.g. BatchNorm's running averages) are
+    updated and returned; in evaluation mode they are read and returned unchanged.
+    """
+    variables = {"params": params, **state}
+    if train and state:
+        output, new_state = module.apply(variables, *args, train=True, mutable=list(state))
+        return output, dict(new_state)
+    return module.apply(variables, *args, train=train), state

@@ -1,0 +1,236 @@
+"""The train step: `n_critic` discriminator updates, then one generator update. Pure and jit-able.
+
+    state, metrics = train_step(state, batch, key, models=..., optimizers=..., config=...)
+
+`batch` is {"image": f32 [B, H, W, C] in the generator's pixel range, "label": int [B]} (labels
+are needed only by conditional models). All randomness of step s comes from
+`fold_in(key, state.step)`; pass the same `key` every step.
+
+Data-parallel: with `axis_name`, `batch` holds this device's B/n examples. Gradients, BatchNorm
+statistics and metrics are averaged over the axis, and the noise is drawn for the global batch and
+sliced by `lax.axis_index`, so the step on n devices computes the same function of the global batch
+as the step on one device: a run does not depend on how many devices it ran on.
+
+To change the objective, add a pair of functions to `gan_jax.losses`; the step reads them from
+`config.loss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax import lax
+
+from gan_jax import losses
+from gan_jax.models import Models, apply_model
+from gan_jax.optim import Optimizers
+from gan_jax.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def _global_draw(sampler, key: jax.Array, local_shape: tuple[int, ...], axis_name: str | None):
+    """Draws `sampler(key, shape)` for the global batch and returns this device's slice.
+
+    Every device draws the same global array (cheap next to the models) so that the noise a given
+    example sees does not depend on the number of devices.
+    """
+    if axis_name is None:
+        return sampler(key, local_shape)
+    local = local_shape[0]
+    num_devices = lax.axis_size(axis_name)
+    noise = sampler(key, (num_devices * local, *local_shape[1:]))
+    return lax.dynamic_slice_in_dim(noise, lax.axis_index(axis_name) * local, local)
+
+
+def _pmean(tree: Any, axis_name: str | None) -> Any:
+    return tree if axis_name is None else lax.pmean(tree, axis_name)
+
+
+def check_batch(batch: Batch, config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError when `batch` does not fit the models that `config` describes."""
+    if "image" not in batch:
+        raise ValueError(f"batch needs an 'image' entry; got keys {sorted(batch)}")
+    image_shape = tuple(batch["image"].shape[1:])
+    if image_shape != tuple(config.image_shape):
+        raise ValueError(
+            f"config.image_shape is {tuple(config.image_shape)} but the batch holds images of "
+            f"shape {image_shape}; set config.image_shape to the data's (H, W, C)"
+        )
+    if config.num_classes > 0 and "label" not in batch:
+        raise ValueError(
+            f"config.num_classes={config.num_classes} makes the models conditional, so the "
+            "batch needs a 'label' entry"
+        )
+
+
+class GeneratorForward(NamedTuple):
+    """One training-mode generator pass, kept so its backward pass can run later."""
+
+    fake: jax.Array  # [B, H, W, C] generated images, outside any gradient
+    pullback: Callable[[jax.Array], tuple[Any]]  # cotangent on `fake` -> (grads of g_params,)
+    g_state: dict[str, Any]  # the generator's mutable collections after this pass
+
+
+def generator_forward(
+    state: TrainState, z: jax.Array, labels: jax.Array | None, *, generator: nn.Module
+) -> GeneratorForward:
+    """Runs the generator on `z` [B, latent] in training mode and keeps its VJP."""
+
+    def generate(g_params):
+        return apply_model(generator, g_params, state.g_state, z, labels, train=True)
+
+    fake, pullback, g_state = jax.vjp(generate, state.g_params, has_aux=True)
+    return GeneratorForward(lax.stop_gradient(fake), pullback, g_state)
+
+
+def discriminator_update(
+    state: TrainState,
+    real: jax.Array,
+    fake: jax.Array,
+    labels: jax.Array | None,
+    mix: jax.Array,
+    *,
+    discriminator: nn.Module,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step of the discriminator on real [B, ...] and fake [B, ...] images.
+
+    Changes only d_params, d_state and d_opt_state. `mix` [B] in [0, 1) places the WGAN-GP
+    interpolates (unused when config.gp_weight == 0).
+    """
+    objective = losses.get_loss(config.loss)
+    batch_size = real.shape[0]
+
+    def d_logits(d_params, images, image_labels):
+        return apply_model(discriminator, d_params, state.d_state, images, image_labels, train=True)
+
+    def d_loss_fn(d_params):
+        # Real and fake in one call: the discriminators have no batch-dependent layers.
+        both = jnp.concatenate([real, fake.astype(real.dtype)], axis=0)
+        both_labels = None if labels is None else jnp.concatenate([labels, labels], axis=0)
+        logits, d_state = d_logits(d_params, both, both_labels)
+        real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+        adversarial = objective.d_loss(real_logits, fake_logits)
+
+        def logit_fn(images):
+            return d_logits(d_params, images, labels)[0]
+
+        zero = jnp.zeros((), jnp.float32)
+        r1 = losses.r1_penalty(logit_fn, real) if config.r1_weight > 0 else zero
+        gp = losses.gradient_penalty(logit_fn, real, fake, mix) if config.gp_weight > 0 else zero
+        total = adversarial + 0.5 * config.r1_weight * r1 + config.gp_weight * gp
+        metrics = {
+            "d_loss": adversarial,
+            "r1_penalty": r1,
+            "gp_penalty": gp,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+        }
+        return total, (metrics, d_state)
+
+    d_grads, (metrics, d_state) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
+    d_grads = _pmean(d_grads, axis_name)
+    updates, d_opt_state = optimizer.update(d_grads, state.d_opt_state, state.d_params)
+    metrics["d_grad_norm"] = optax.tree.norm(d_grads)
+    new_state = state.replace(
+        d_params=optax.apply_updates(state.d_params, updates),
+        d_state=_pmean(d_state, axis_name),
+        d_opt_state=d_opt_state,
+    )
+    return new_state, metrics
+
+
+def generator_update(
+    state: TrainState,
+    forward: GeneratorForward,
+    labels: jax.Array | None,
+    *,
+    discriminator: nn.Module,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step of the generator through the current discriminator.
+
+    Reuses `forward` (the generator pass that made the discriminator's fakes), since the
+    generator's params have not changed since. Changes only g_params, g_state, g_opt_state and
+    g_ema_params, and counts the step.
+    """
+    objective = losses.get_loss(config.loss)
+
+    def g_loss_fn(fake):
+        fake_logits, _ = apply_model(
+            discriminator, state.d_params, state.d_state, fake, labels, train=True
+        )
+        return objective.g_loss(fake_logits)
+
+    g_loss, fake_cotangent = jax.value_and_grad(g_loss_fn)(forward.fake)
+    (g_grads,) = forward.pullback(fake_cotangent)
+    g_grads = _pmean(g_grads, axis_name)
+    updates, g_opt_state = optimizer.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    g_ema_params = state.g_ema_params
+    if g_ema_params is not None:
+        g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - config.ema_decay)
+    new_state = state.replace(
+        step=state.step + 1,
+        g_params=g_params,
+        g_state=forward.g_state,
+        g_opt_state=g_opt_state,
+        g_ema_params=g_ema_params,
+    )
+    return new_state, {"g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)}
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    key: jax.Array,
+    *,
+    models: Models,
+    optimizers: Optimizers,
+    config: ml_collections.ConfigDict,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One GAN training step; returns the new state and scalar metrics (averaged over devices).
+
+    Metrics: d_loss and g_loss (the objectives without penalties), r1_penalty and gp_penalty
+    (0 when off), d_real and d_fake (mean sigmoid of the logits on real and fake images in the
+    last discriminator update), d_grad_norm and g_grad_norm (global norms of the averaged grads).
+    The generator's BatchNorm running averages advance once a step, with its last forward pass.
+    """
+    check_batch(batch, config)
+    # Batch-dependent layers must reduce over the same device axis as the gradients.
+    generator = models.generator.clone(axis_name=axis_name)
+    discriminator = models.discriminator.clone(axis_name=axis_name)
+    real = batch["image"]
+    labels = batch.get("label") if config.num_classes > 0 else None
+    local_batch = real.shape[0]
+    step_key = jax.random.fold_in(key, state.step)
+
+    for critic_step in range(config.n_critic):
+        z_key, mix_key = jax.random.split(jax.random.fold_in(step_key, critic_step))
+        z = _global_draw(jax.random.normal, z_key, (local_batch, config.latent_dim), axis_name)
+        mix = _global_draw(jax.random.uniform, mix_key, (local_batch,), axis_name)
+        forward = generator_forward(state, z, labels, generator=generator)
+        state, d_metrics = discriminator_update(
+            state, real, forward.fake, labels, mix,
+            discriminator=discriminator, optimizer=optimizers.discriminator, config=config,
+            axis_name=axis_name,
+        )  # fmt: skip
+    # The last forward pass serves the generator update too: its params have not moved.
+    state, g_metrics = generator_update(
+        state, forward, labels,
+        discriminator=discriminator, optimizer=optimizers.generator, config=config,
+        axis_name=axis_name,
+    )  # fmt: skip
+    return state, _pmean({**d_metrics, **g_metrics}, axis_name)

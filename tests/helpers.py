@@ -1,0 +1,55 @@
+"""Small shared test utilities."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def leaf_errors(actual, expected) -> dict[str, float]:
+    """Per-leaf relative error ||actual - expected|| / ||expected|| (float64, Frobenius norms).
+
+    A norm-wise criterion: an element-wise one would flag Adam's first update of parameters whose
+    gradient is near zero, where g / (|g| + eps) amplifies summation-order noise.
+    """
+    errors = {}
+    expected_leaves = jax.tree_util.tree_leaves_with_path(expected)
+    actual_leaves = jax.tree.leaves(actual)
+    assert len(expected_leaves) == len(actual_leaves), "trees differ in structure"
+    for (path, want), got in zip(expected_leaves, actual_leaves, strict=True):
+        want = np.asarray(want, np.float64)
+        got = np.asarray(got, np.float64)
+        assert want.shape == got.shape, (jax.tree_util.keystr(path), want.shape, got.shape)
+        scale = max(np.linalg.norm(want), 1e-30)
+        errors[jax.tree_util.keystr(path)] = float(np.linalg.norm(got - want) / scale)
+    return errors
+
+
+def assert_trees_close(actual, expected, *, rtol: float) -> None:
+    errors = leaf_errors(actual, expected)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= rtol, f"{worst}: relative error {errors[worst]:.3g} > {rtol}"
+
+
+def assert_trees_equal(actual, expected) -> None:
+    for (path, want), got in zip(
+        jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(actual), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=str(path))
+
+
+def tiny_config(model: str = "seed_mlp", **overrides):
+    """A fast config of the named family for tests."""
+    from gan_jax import config as config_lib
+
+    config = config_lib.get_default_config()
+    config.model = model
+    config.batch_size = 64
+    if model == "dcgan":
+        config.g_width = config.d_width = 8
+        config.latent_dim = 16
+    else:
+        config.g_width = config.d_width = 32
+        config.latent_dim = 16
+    config.update(overrides)
+    return config

@@ -1,0 +1,197 @@
+"""The train step: which state each update touches, determinism, and its checks on input."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from gan_jax import config as config_lib
+from gan_jax import models as models_lib
+from gan_jax import optim
+from gan_jax import step as step_lib
+from gan_jax.state import create_train_state
+from tests.helpers import assert_trees_equal, tiny_config
+
+
+def _setup(config):
+    models = models_lib.build_models(config)
+    optimizers = optim.build_optimizers(config)
+    state = create_train_state(jax.random.key(0), config)
+    batch = {
+        "image": jax.random.uniform(jax.random.key(1), (config.batch_size, *config.image_shape)),
+        "label": jax.random.randint(jax.random.key(2), (config.batch_size,), 0, 10),
+    }
+    return models, optimizers, state, batch
+
+
+def _jit_step(config, models, optimizers):
+    return jax.jit(
+        functools.partial(step_lib.train_step, models=models, optimizers=optimizers, config=config)
+    )
+
+
+def _differs(before, after) -> bool:
+    return any(
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    )
+
+
+G_FIELDS = ("step", "g_params", "g_state", "g_opt_state", "g_ema_params")
+D_FIELDS = ("d_params", "d_state", "d_opt_state")
+
+
+@pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
+def test_each_update_changes_only_its_player(model):
+    config = tiny_config(model)
+    models, optimizers, state, batch = _setup(config)
+    z = jax.random.normal(jax.random.key(4), (config.batch_size, config.latent_dim))
+    mix = jax.random.uniform(jax.random.key(5), (config.batch_size,))
+
+    forward = jax.jit(functools.partial(step_lib.generator_forward, generator=models.generator))(
+        state, z, None
+    )
+    after_d, _ = jax.jit(
+        functools.partial(
+            step_lib.discriminator_update,
+            discriminator=models.discriminator,
+            optimizer=optimizers.discriminator,
+            config=config,
+        )
+    )(state, batch["image"], forward.fake, None, mix)
+    for field in D_FIELDS[::2]:  # d_state is empty for these families
+        assert _differs(getattr(state, field), getattr(after_d, field)), field
+    for field in G_FIELDS:
+        assert_trees_equal(getattr(after_d, field), getattr(state, field))
+
+    after_g, _ = jax.jit(
+        functools.partial(
+            step_lib.generator_update,
+            discriminator=models.discriminator,
+            optimizer=optimizers.generator,
+            config=config,
+        )
+    )(after_d, forward, None)
+    for field in ("step", "g_params", "g_opt_state", "g_ema_params"):
+        assert _differs(getattr(after_d, field), getattr(after_g, field)), field
+    if model == "dcgan":  # BatchNorm running averages move with the generator's forward pass
+        assert _differs(after_d.g_state, after_g.g_state)
+    for field in D_FIELDS:
+        assert_trees_equal(getattr(after_g, field), getattr(after_d, field))
+
+
+@pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
+def test_train_step_composes_the_two_updates(model):
+    """train_step is exactly generator_forward -> discriminator_update -> generator_update with
+    the noise it derives from (key, step)."""
+    config = tiny_config(model)
+    models, optimizers, state, batch = _setup(config)
+    key = jax.random.key(7)
+    new_state, metrics = _jit_step(config, models, optimizers)(state, batch, key)
+    assert int(new_state.step) == 1
+    assert _differs(state.d_params, new_state.d_params)
+    assert _differs(state.g_params, new_state.g_params)
+    expected_keys = {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"}
+    assert expected_keys | {"r1_penalty", "gp_penalty"} == set(metrics)
+    assert 0.0 < float(metrics["d_real"]) < 1.0 and 0.0 < float(metrics["d_fake"]) < 1.0
+    assert float(metrics["d_grad_norm"]) > 0 and float(metrics["g_grad_norm"]) > 0
+
+
+@pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
+def test_same_inputs_give_bitwise_identical_results_other_key_differs(model):
+    config = tiny_config(model)
+    models, optimizers, state, batch = _setup(config)
+    # Two independently compiled functions, so no caching can make them agree by construction.
+    first = _jit_step(config, models, optimizers)(state, batch, jax.random.key(11))
+    second = _jit_step(config, models, optimizers)(state, batch, jax.random.key(11))
+    assert_trees_equal(second, first)
+    other = _jit_step(config, models, optimizers)(state, batch, jax.random.key(12))
+    assert _differs(first[0].g_params, other[0].g_params)
+    assert _differs(first[0].d_params, other[0].d_params)
+
+
+def test_randomness_comes_from_the_step_counter():
+    """The same key at another step gives other noise (fold_in(key, step)), so a loop may pass
+    one fixed key forever."""
+    config = tiny_config("seed_mlp")
+    models, optimizers, state, batch = _setup(config)
+    step = _jit_step(config, models, optimizers)
+    key = jax.random.key(3)
+    _, at_zero = step(state, batch, key)
+    _, at_five = step(state.replace(step=state.step + 5), batch, key)
+    assert float(at_zero["d_fake"]) != float(at_five["d_fake"])
+
+
+@pytest.mark.parametrize(
+    ("loss", "extra"),
+    [
+        ("minimax", {}),
+        ("hinge", {"r1_weight": 10.0}),
+        ("wasserstein", {"gp_weight": 10.0, "n_critic": 3}),
+        ("least_squares", {"num_classes": 10}),
+    ],
+)
+def test_every_objective_and_penalty_trains(loss, extra):
+    config = tiny_config("dcgan", loss=loss, **extra)
+    models, optimizers, state, batch = _setup(config)
+    state, metrics = _jit_step(config, models, optimizers)(state, batch, jax.random.key(0))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    if extra.get("r1_weight"):
+        assert float(metrics["r1_penalty"]) > 0
+    if extra.get("gp_weight"):
+        assert float(metrics["gp_penalty"]) > 0
+        # n_critic discriminator updates per step: Adam's count says how many ran.
+        assert int(state.d_opt_state[0].count) == 3
+        assert int(state.g_opt_state[0].count) == 1
+
+
+def test_conditional_models_use_labels():
+    config = tiny_config("seed_mlp", num_classes=10)
+    models, _, state, _ = _setup(config)
+    z = jax.random.normal(jax.random.key(0), (4, config.latent_dim))
+    images_a = models.generator.apply({"params": state.g_params}, z, np.zeros(4, np.int32))
+    images_b = models.generator.apply({"params": state.g_params}, z, np.ones(4, np.int32))
+    assert _differs(images_a, images_b)
+    logits_a = models.discriminator.apply({"params": state.d_params}, images_a, np.zeros(4, int))
+    logits_b = models.discriminator.apply({"params": state.d_params}, images_a, np.ones(4, int))
+    assert _differs(logits_a, logits_b)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        ("model", "resnet", r"config\.model: unknown model 'resnet'.*'dcgan'"),
+        ("loss", "wgan", r"config\.loss: unknown loss 'wgan'.*'wasserstein'"),
+        ("n_critic", 0, r"config\.n_critic"),
+        ("g_optimizer.learning_rate", 0.0, r"config\.g_optimizer\.learning_rate"),
+        ("d_optimizer.learning_rate", -1e-4, r"config\.d_optimizer\.learning_rate"),
+        ("image_shape", (30, 30, 1), r"config\.image_shape.*divisible by 4"),
+        ("ema_decay", 1.0, r"config\.ema_decay"),
+    ],
+)
+def test_bad_config_names_the_key(key, value, pattern):
+    config = config_lib.get_default_config()
+    if "." in key:
+        group, name = key.split(".")
+        config[group][name] = value
+    else:
+        config[key] = value
+    with pytest.raises(ValueError, match=pattern):
+        create_train_state(jax.random.key(0), config)
+
+
+def test_batch_of_wrong_image_shape_names_the_key():
+    config = tiny_config("seed_mlp")
+    models, optimizers, state, _ = _setup(config)
+    bad_batch = {"image": np.zeros((config.batch_size, 32, 32, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"config\.image_shape is \(28, 28, 1\).*\(32, 32, 1\)"):
+        _jit_step(config, models, optimizers)(state, bad_batch, jax.random.key(0))
+
+
+def test_conditional_batch_without_labels_is_refused():
+    config = tiny_config("seed_mlp", num_classes=10)
+    models, optimizers, state, _ = _setup(config)
+    batch = {"image": np.zeros((config.batch_size, 28, 28, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"config\.num_classes=10.*'label'"):
+        _jit_step(config, models, optimizers)(state, batch, jax.random.key(0))
