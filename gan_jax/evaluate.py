@@ -1,0 +1,309 @@
+"""Scores a generator with the shipped MNIST feature network, from Python or the command line.
+
+    python -m gan_jax.evaluate --workdir <run> [--step S] [--num_samples N]
+
+loads the run's config, restores the checkpoint (the latest, or step S) read-only, samples N
+images from the EMA generator when the run keeps one, computes every metric against the test
+split's cached reference statistics, prints them beside the real-data floor, and writes
+`<run>/eval/step_<S>.json`.
+
+From Python, `evaluate_generator(sample_fn, dataset=...)` does the same for any sampler; the
+training loop calls it every `eval_every` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gan_jax.evaluation import classifier, reference
+
+SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
+
+# Metrics in the order the table prints them; higher is better for the starred ones.
+_TABLE_ROWS = (
+    ("fid", "FID", "lower"),
+    ("kid", "KID", "lower"),
+    ("precision", "precision", "higher"),
+    ("recall", "recall", "higher"),
+    ("classifier_score", "classifier score", "higher"),
+    ("class_kl", "class KL", "lower"),
+    ("modes", "modes (of 1000)", "higher"),
+    ("kl_to_uniform", "KL to uniform", "lower"),
+)
+
+
+def _expected_channels(dataset: str) -> int:
+    return 3 if dataset == "stacked_mnist" else 1
+
+
+def sample_embedding(
+    sample_fn: SampleFn,
+    key: jax.Array,
+    *,
+    num_samples: int,
+    network: classifier.FeatureNetwork,
+    pixel_range: tuple[float, float] | str,
+    expected_channels: int,
+    batch_size: int = 1000,
+) -> classifier.Embedding:
+    """Draws num_samples images, batch_size at a time, and keeps only their features and logits.
+
+    Batch i is `sample_fn(fold_in(key, i), batch_size)`, so the samples are a pure function of
+    the key; no more than one batch of images is held at once.
+    """
+    features, logits = [], []
+    for i in range(math.ceil(num_samples / batch_size)):
+        n = min(batch_size, num_samples - i * batch_size)
+        images = sample_fn(jax.random.fold_in(key, i), n)
+        shape = tuple(images.shape)
+        if len(shape) != 4 or shape[0] != n or shape[1:] != (28, 28, expected_channels):
+            raise ValueError(
+                f"The sampler returned images of shape {shape} for n={n}; the MNIST feature "
+                f"network scores [n, 28, 28, {expected_channels}] for this dataset. Evaluate "
+                "28x28 models of MNIST (1 channel) or Stacked MNIST (3 channels)."
+            )
+        batch = classifier.embed(network, images, pixel_range=pixel_range)
+        features.append(batch.features)
+        logits.append(batch.logits)
+    return classifier.Embedding(np.concatenate(features), np.concatenate(logits))
+
+
+def evaluate_generator(
+    sample_fn: SampleFn,
+    *,
+    dataset: str,
+    num_samples: int | None = None,
+    pixel_range: tuple[float, float] | str = "symmetric",
+    seed: int = 0,
+    batch_size: int = 1000,
+    include_floor: bool = True,
+    data_dir: str | None = None,
+    data_seed: int = 0,
+    network: classifier.FeatureNetwork | None = None,
+) -> dict[str, Any]:
+    """Every metric of a generator's samples against the dataset's test split, and the floor.
+
+    Args:
+      sample_fn: (key, n) -> images [n, 28, 28, C] in `pixel_range` (C = 1 for "mnist", 3 for
+        "stacked_mnist"); called with n <= batch_size.
+      dataset: "mnist" or "stacked_mnist".
+      num_samples: default 10,000 for MNIST, 26,000 for Stacked MNIST (PacGAN's protocol).
+      pixel_range: the generator's output range: "symmetric" ([-1, 1], dcgan), "unit" ([0, 1],
+        seed_mlp) or (low, high).
+      seed: the sampling key is jax.random.key(seed); KID's subsets use the same seed.
+      include_floor: also report the real-data floor (cached after its first computation).
+      data_dir, data_seed: passed to gan_jax.data for the reference and floor images.
+      network: the feature network; the shipped one by default.
+
+    Returns:
+      A JSON-friendly dict: the metrics (see `reference.score_embedding`), "dataset",
+      "reference" (its description: split, size, data hash), "feature_network" (version tag,
+      sha256, test accuracy), "floor" (the same metrics for real training images),
+      "seconds" (wall time of sampling and scoring).
+    """
+    start = time.perf_counter()
+    network = network or classifier.load_feature_network()
+    num_samples = num_samples or reference.default_num_samples(dataset)
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be at least 2; got {num_samples}.")
+    ref = reference.get_reference(dataset, network=network, data_dir=data_dir, data_seed=data_seed)
+    embedding = sample_embedding(
+        sample_fn,
+        jax.random.key(seed),
+        num_samples=num_samples,
+        network=network,
+        pixel_range=pixel_range,
+        expected_channels=_expected_channels(dataset),
+        batch_size=batch_size,
+    )
+    result = reference.score_embedding(embedding, ref, seed=seed)
+    result.update(
+        dataset=dataset,
+        seed=seed,
+        reference={k: v for k, v in ref.info.items() if k != "feature_network"},
+        feature_network=network.info,
+    )
+    if include_floor:
+        result["floor"] = reference.get_floor(
+            dataset, reference=ref, network=network, data_dir=data_dir, data_seed=data_seed
+        )
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of a result's metrics beside its floor."""
+    floor = result.get("floor", {})
+    lines = [f"{'metric':<18}{'samples':>12}{'real floor':>12}  better"]
+    for key, name, better in _TABLE_ROWS:
+        if key not in result:
+            continue
+        value, floor_value = result[key], floor.get(key)
+        text = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
+        if floor_value is None:
+            floor_text = f"{'-':>12}"
+        elif isinstance(floor_value, float):
+            floor_text = f"{floor_value:12.4f}"
+        else:
+            floor_text = f"{floor_value:12d}"
+        lines.append(f"{name:<18}{text}{floor_text}  {better}")
+    net = result["feature_network"]
+    lines.append(
+        f"{result['num_samples']} samples of {result['dataset']} vs its "
+        f"{result['reference'].get('split')} split; feature network {net['version']} "
+        f"(sha256 {net['sha256'][:12]}...)"
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs on disk.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_run_config(workdir: str | pathlib.Path, step: int | None = None):
+    """The run's config: `<workdir>/config.json`, else the one saved with the checkpoint."""
+    import ml_collections  # noqa: PLC0415
+
+    from gan_jax import checkpointing  # noqa: PLC0415
+
+    path = pathlib.Path(workdir) / "config.json"
+    if path.exists():
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
+    with checkpointing.Checkpointer(workdir, read_only=True) as reader:
+        saved = reader.restore_config(step)
+    if saved is None:
+        raise FileNotFoundError(
+            f"No config for the run in {workdir}: neither {path} nor a config saved with its "
+            "checkpoint."
+        )
+    return ml_collections.ConfigDict(saved)
+
+
+class RestoredSampler(NamedTuple):
+    """A run's generator, ready to sample."""
+
+    sample_fn: SampleFn  # (key, n) -> images [n, H, W, C] in pixel_range
+    pixel_range: str  # "unit" ([0, 1]) or "symmetric" ([-1, 1])
+    config: Any  # the run's ml_collections.ConfigDict
+    step: int  # the restored checkpoint's step
+
+
+def restore_sampler(workdir: str | pathlib.Path, *, step: int | None = None) -> RestoredSampler:
+    """A sampler for a run's checkpoint (the latest when `step` is None), from the EMA generator
+    params when the run keeps them, else the live ones; read-only, nothing in the run changes.
+
+    Raises:
+      checkpointing.NoCheckpointError: no checkpoints, or no checkpoint at `step` (the message
+        lists the available steps).
+    """
+    from gan_jax import checkpointing, models, state  # noqa: PLC0415
+
+    with checkpointing.Checkpointer(workdir, read_only=True) as reader:
+        steps = reader.all_steps()
+        if not steps:
+            raise checkpointing.NoCheckpointError(
+                f"No checkpoints in {reader.directory}: train first, or point --workdir at a "
+                "run directory (the one holding checkpoints/)."
+            )
+        config = load_run_config(workdir, step)
+        target = jax.eval_shape(lambda: state.create_train_state(jax.random.key(0), config))
+        restored = reader.restore(target, step)
+        step = int(restored.step) if step is None else step
+    built = models.build_models(config)
+    params, g_state = restored.sampling_params, restored.g_state
+    num_classes = int(config.num_classes)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def sample_fn(key: jax.Array, n: int) -> jax.Array:
+        z_key, label_key = jax.random.split(key)
+        z = jax.random.normal(z_key, (n, config.latent_dim), jnp.float32)
+        # Conditional models: classes drawn uniformly, as MNIST's are nearly balanced.
+        labels = jax.random.randint(label_key, (n,), 0, num_classes) if num_classes > 0 else None
+        images, _ = models.apply_model(built.generator, params, g_state, z, labels, train=False)
+        return images
+
+    return RestoredSampler(sample_fn, built.pixel_range, config, step)
+
+
+def evaluate_run(
+    workdir: str | pathlib.Path,
+    *,
+    step: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    include_floor: bool = True,
+    write: bool = True,
+) -> tuple[dict[str, Any], pathlib.Path | None]:
+    """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`."""
+    sampler = restore_sampler(workdir, step=step)
+    config, step = sampler.config, sampler.step
+    result = evaluate_generator(
+        sampler.sample_fn,
+        dataset=str(config.dataset),
+        num_samples=num_samples,
+        pixel_range=sampler.pixel_range,
+        seed=seed,
+        include_floor=include_floor,
+        data_dir=str(config.get("data_dir", "")) or None,
+    )
+    result.update(step=step, workdir=str(workdir), model=str(config.model))
+    path = None
+    if write:
+        path = pathlib.Path(workdir) / "eval" / f"step_{step}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    return result, path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gan_jax.evaluate",
+        description="Score a run's generator with the shipped MNIST feature network.",
+    )
+    parser.add_argument("--workdir", required=True, help="the run directory (holds checkpoints/)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    parser.add_argument(
+        "--num_samples",
+        "--num-samples",
+        type=int,
+        default=None,
+        help="samples to score (default 10,000; 26,000 for Stacked MNIST)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--no_floor", action="store_true", help="skip the real-data floor")
+    args = parser.parse_args(argv)
+
+    from gan_jax import checkpointing  # noqa: PLC0415
+
+    try:
+        result, path = evaluate_run(
+            args.workdir,
+            step=args.step,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            include_floor=not args.no_floor,
+        )
+    except (checkpointing.NoCheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"step {result['step']} of {args.workdir} ({result['model']}, {result['seconds']} s)")
+    print(format_table(result))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
