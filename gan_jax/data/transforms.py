@@ -31,14 +31,15 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def _resize_one(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    # Pillow's bilinear filter widens its support when shrinking, i.e. it antialiases.
-    channels = image.shape[-1]
-    if channels == 1:
-        out = Image.fromarray(image[..., 0], mode="L").resize((width, height), Image.BILINEAR)
-        return np.asarray(out)[..., None]
+    # Each channel as its own 8-bit grey image (any channel count works). Pillow's bilinear
+    # filter widens its support when shrinking, i.e. it antialiases, and rounds back to uint8.
     planes = [
-        np.asarray(Image.fromarray(image[..., c], mode="L").resize((width, height), Image.BILINEAR))
-        for c in range(channels)
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c])).resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
+        for c in range(image.shape[-1])
     ]
     return np.stack(planes, axis=-1)
 
