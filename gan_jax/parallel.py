@@ -150,5 +150,14 @@ def sharded_train_step(
     step = functools.partial(
         train_step, models=models, optimizers=optimizers, config=config, axis_name=axis_name
     )
-    mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(axis_name), P()), out_specs=(P(), P()))
+    # check_vma=False gives pmap's semantics: the step averages gradients itself (lax.pmean).
+    # With the check on, autodiff would already psum the gradients of the replicated params,
+    # and the step's own average would leave them n times too large.
+    mapped = jax.shard_map(
+        step,
+        mesh=mesh,
+        in_specs=(P(), P(axis_name), P()),
+        out_specs=(P(), P()),
+        check_vma=False,
+    )
     return jax.jit(mapped, donate_argnums=(0,))
