@@ -23,6 +23,7 @@ Everything is N-d and channels-last (NHWC for images); kernels are ``(*kernel_si
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -50,6 +51,10 @@ __all__ = [
 # Backends on which `impl="auto"` picks the phase decomposition (for any stride > 1); see
 # `resolve_impl` for the evidence behind each entry.
 _PHASE_BACKENDS = frozenset({"cpu", "gpu", "cuda", "rocm"})
+
+# Below this many output channels, the phase path runs all phases as one convolution (see
+# `conv_transpose_phase`); measured on CPU with experiments/bench_conv_transpose.py.
+FUSE_BELOW_FEATURES = 32
 
 
 def _ntuple(value: int | Sequence[int] | None, n: int, *, name: str) -> tuple[int, ...]:
@@ -167,6 +172,7 @@ def conv_transpose_phase(
     transpose_kernel: bool = False,
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
+    fuse_phases: bool | None = None,
 ) -> Array:
     """``lax.conv_transpose`` (Flax's semantics) as one stride-1 convolution plus depth-to-space.
 
@@ -217,17 +223,90 @@ def conv_transpose_phase(
             preferred_element_type=preferred_element_type,
         )
 
+    conv = functools.partial(
+        lax.conv_general_dilated,
+        window_strides=(1,) * n,
+        dimension_numbers=_channels_last_spec(n),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    phases = [p[2] for p in plans]
+    if fuse_phases is None:
+        fuse_phases = kernel.shape[-1] < FUSE_BELOW_FEATURES
+    split = _phases_fused if fuse_phases else _phases_separate
+    out_dtype = x.dtype if preferred_element_type is None else preferred_element_type
+    y = split(
+        x,
+        kernel,
+        strides=strides,
+        phases=phases,
+        q_sizes=q_sizes,
+        conv=conv,
+        out_dtype=out_dtype,
+    )
+    y = y.reshape(*y.shape[:-2], *strides, kernel.shape[-1])
+    return _depth_to_space(y, strides, out_sizes)
+
+
+def _conv_with_pads(conv, x: Array, kernel: Array, pads: list[tuple[int, int]]) -> Array:
+    """``conv(x, kernel, padding=pads)`` where negative pads crop ``x`` by slicing first.
+
+    XLA:CPU (jax 0.10.2) computes wrong values for a convolution whose padding on one axis
+    is negative on one side and positive on the other (e.g. ``(-1, 1)``) when there are at
+    least two input channels, so we never hand it negative padding.
+    """
+    crop = tuple(
+        slice(max(-low, 0), size - max(-high, 0))
+        for (low, high), size in zip(pads, x.shape[1:-1], strict=True)
+    )
+    if any(low < 0 or high < 0 for low, high in pads):
+        x = x[(slice(None), *crop)]
+    return conv(x, kernel, padding=[(max(low, 0), max(high, 0)) for low, high in pads])
+
+
+def _phases_separate(x, kernel, *, strides, phases, q_sizes, conv, out_dtype) -> Array:
+    """One stride-1 convolution per output phase: ``(N, *Q, prod(strides), C_out)``.
+
+    Exactly the useful multiply-adds, but ``prod(strides)`` convolutions with ``C_out`` outputs
+    each.
+    """
+    ys = []
+    for combo in itertools.product(*phases):
+        out_shape = (x.shape[0], *q_sizes, kernel.shape[-1])
+        if any(taps == 0 for _, taps, _ in combo):
+            # No kernel tap reaches this phase (stride > kernel): its outputs are zero.
+            ys.append(jnp.zeros(out_shape, out_dtype))
+            continue
+        sub = kernel[
+            tuple(slice(k0, None, s) for (k0, _, _), s in zip(combo, strides, strict=True))
+        ]
+        # Output q reads input q + c .. q + c + taps - 1: pad low by -c (negative = crop),
+        # high so that there are exactly Q outputs.
+        pads = [
+            (-c, q - 1 + taps - size + c)
+            for (_, taps, c), q, size in zip(combo, q_sizes, x.shape[1:-1], strict=True)
+        ]
+        ys.append(_conv_with_pads(conv, x, sub, pads))
+    return jnp.stack(ys, axis=-2)
+
+
+def _phases_fused(x, kernel, *, strides, phases, q_sizes, conv, out_dtype) -> Array:
+    """All output phases as one stride-1 convolution: ``(N, *Q, prod(strides), C_out)``.
+
+    Each phase's sub-kernel is zero-padded into the union window of all phases per axis, and
+    the phases become output channels (``prod(strides) * C_out`` of them).
+    """
+    del out_dtype  # phases no tap reaches get all-zero kernels, hence zero outputs
     # Common window per axis: from the lowest phase offset to the highest last tap.
     windows = []
-    for _, _, phases in plans:
-        live = [(c, taps) for _, taps, c in phases if taps > 0]
+    for axis_phases in phases:
+        live = [(c, taps) for _, taps, c in axis_phases if taps > 0]
         lo = min(c for c, _ in live)
-        hi = max(c + taps for c, taps in live)
-        windows.append((lo, hi - lo))
+        windows.append((lo, max(c + taps for c, taps in live) - lo))
 
     # One zero-padded sub-kernel per phase, phases in row-major order of (r_1, ..., r_n).
     sub_kernels = []
-    for combo in itertools.product(*(phases for _, _, phases in plans)):
+    for combo in itertools.product(*phases):
         if any(taps == 0 for _, taps, _ in combo):
             shape = (*(size for _, size in windows), *kernel.shape[-2:])
             sub_kernels.append(jnp.zeros(shape, kernel.dtype))
@@ -243,24 +322,12 @@ def conv_transpose_phase(
     fused = jnp.stack(sub_kernels, axis=-2)  # (*window, C_in, phases, C_out)
     fused = fused.reshape(*fused.shape[:-2], -1)
 
-    # Output q of the window conv must read input q + lo: pad low by -lo (negative = crop),
-    # and high so that there are exactly Q outputs.
-    conv_pads = [
-        (-lo, q - 1 + size - x.shape[1 + i] + lo)
-        for i, ((lo, size), q) in enumerate(zip(windows, q_sizes, strict=True))
+    pads = [
+        (-lo, q - 1 + size - in_size + lo)
+        for (lo, size), q, in_size in zip(windows, q_sizes, x.shape[1:-1], strict=True)
     ]
-    spec = _channels_last_spec(n)
-    y = lax.conv_general_dilated(
-        x,
-        fused,
-        window_strides=(1,) * n,
-        padding=conv_pads,
-        dimension_numbers=spec,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
-    y = y.reshape(*y.shape[:-1], *strides, kernel.shape[-1])
-    return _depth_to_space(y, strides, out_sizes)
+    y = _conv_with_pads(conv, x, fused, pads)
+    return y.reshape(*y.shape[:-1], len(sub_kernels), kernel.shape[-1])
 
 
 def _channels_last_spec(n: int) -> tuple[str, str, str]:
@@ -301,32 +368,48 @@ def conv_transpose_xla(
     )
 
 
-def resolve_impl(impl: str, strides: Sequence[int], *, backend: str | None = None) -> str:
+def resolve_impl(
+    impl: str,
+    strides: Sequence[int],
+    *,
+    padding: PaddingLike = "SAME",
+    backend: str | None = None,
+) -> str:
     """Turns ``impl`` into ``"xla"`` or ``"phase"``.
 
-    ``"auto"`` means: ``"xla"`` when every stride is 1 (then both are the same single stride-1
-    convolution, and Flax's path is the reference); otherwise ``"phase"`` on CPU and GPU,
-    ``"xla"`` on TPU and anything else.
+    ``"auto"`` picks ``"phase"`` when some stride exceeds 1 and the backend is CPU or GPU, or
+    when an explicit padding entry is negative (any backend); otherwise ``"xla"``.
 
-    - CPU: measured here (experiments/bench_conv_transpose.py) — the phase path is several
-      times faster for forward+backward of stride-2 layers.
-    - GPU: not measured in this project. The slow XLA path is an XLA-level lowering
-      (``lhs_dilation`` convolutions and their kernel gradient), reported on CUDA in
-      jax-ml/jax issues 23783 and 31662, while the phase path is made of plain stride-1
-      convolutions and a transpose, which cuDNN handles well; so phase is the better bet.
-      Pass ``impl="xla"`` to opt out; re-run the benchmark on the GPU to confirm.
-    - TPU: not measured; XLA:TPU handles dilated convolutions in its own emitter and the
-      depth-to-space transpose costs layout changes there, so we keep Flax's path.
+    - Stride 1: both paths are the same single stride-1 convolution, so Flax's path stays.
+    - CPU: measured here (experiments/bench_conv_transpose.py): for the DCGAN generator's
+      stride-2 layers, forward+backward is several times faster by phases, because XLA's
+      kernel gradient of an ``lhs_dilation`` convolution is very slow.
+    - GPU: not measured in this project. The slow path is XLA's lowering of the dilated
+      convolution and its gradient, reported on CUDA too (jax-ml/jax issues 23783, 31662),
+      while the phase path is plain stride-1 convolutions plus a transpose, which cuDNN runs
+      well; so phase is the better bet. Pass ``impl="xla"`` to opt out, and re-run the
+      benchmark on the GPU to confirm.
+    - TPU: not measured; XLA:TPU has its own convolution emitter and the depth-to-space
+      transpose costs layout changes there, so Flax's path stays.
+    - Negative explicit padding: XLA:CPU (jax 0.10.2) computes garbage for a convolution
+      padded ``(negative, positive)`` on an axis (kernel extent >= 2, >= 2 input channels),
+      which is what ``lax.conv_transpose`` emits at stride 1 for such padding. The phase path
+      crops by slicing instead, so it is right.
 
     Args:
       impl: ``"auto"``, ``"xla"`` or ``"phase"``.
       strides: the layer's strides.
+      padding: the layer's padding (only explicit negative entries matter).
       backend: platform name; defaults to ``jax.default_backend()``.
     """
     if impl in ("xla", "phase"):
         return impl
     if impl != "auto":
         raise ValueError(f"impl must be 'auto', 'xla' or 'phase', got {impl!r}")
+    if not isinstance(padding, str):
+        pads = transpose_padding((1,) * len(strides), strides, padding)
+        if any(p < 0 for pair in pads for p in pair):
+            return "phase"
     if all(s == 1 for s in strides):
         return "xla"
     backend = jax.default_backend() if backend is None else backend
@@ -343,6 +426,7 @@ def conv_transpose(
     transpose_kernel: bool = False,
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
+    fuse_phases: bool | None = None,
 ) -> Array:
     """Transposed convolution with Flax's semantics, by ``impl`` (see ``resolve_impl``).
 
@@ -351,16 +435,16 @@ def conv_transpose(
     """
     n = x.ndim - 2
     strides_t = _ntuple(strides, n, name="strides")
-    fn = conv_transpose_phase if resolve_impl(impl, strides_t) == "phase" else conv_transpose_xla
-    return fn(
-        x,
-        kernel,
+    kwargs = dict(
         strides=strides_t,
         padding=padding,
         transpose_kernel=transpose_kernel,
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
+    if resolve_impl(impl, strides_t, padding=padding) == "phase":
+        return conv_transpose_phase(x, kernel, fuse_phases=fuse_phases, **kwargs)
+    return conv_transpose_xla(x, kernel, **kwargs)
 
 
 class ConvTranspose(nn.Module):
@@ -390,6 +474,8 @@ class ConvTranspose(nn.Module):
       transpose_kernel: as in Flax.
       preferred_element_type: accumulation/result dtype of the convolution.
       impl: ``"auto"``, ``"xla"`` (Flax's path) or ``"phase"``; see ``resolve_impl``.
+      fuse_phases: layout of the phase path (see ``conv_transpose_phase``); ``None`` picks by
+        the number of features.
     """
 
     features: int
@@ -405,6 +491,7 @@ class ConvTranspose(nn.Module):
     transpose_kernel: bool = False
     preferred_element_type: Any = None
     impl: str = "auto"
+    fuse_phases: bool | None = None
 
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
@@ -445,6 +532,7 @@ class ConvTranspose(nn.Module):
             transpose_kernel=self.transpose_kernel,
             precision=self.precision,
             preferred_element_type=self.preferred_element_type,
+            fuse_phases=self.fuse_phases,
         )
         if bias is not None:
             y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
