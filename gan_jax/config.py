@@ -60,8 +60,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Data.
     config.dataset = "mnist"
     config.data_dir = ""  # TFDS data dir; "" uses TFDS's default
+    config.mnist_dir = ""  # a directory of the four MNIST IDX files; "" reads $GAN_JAX_MNIST_DIR
+    config.dataset_seed = 0  # builds Stacked MNIST; fixed, so runs of any seed share the data
 
-    return config
+    return add_loop_defaults(config)
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -133,3 +135,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"{player}.grad_clip_norm",
             "must be non-negative (0 turns clipping off)",
         )
+
+
+def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The training loop's keys: dispatch length, intervals (in steps; 0 turns one off)."""
+    config.steps_per_dispatch = 50  # fused train steps per host dispatch (lax.scan)
+    config.log_every = 100
+    config.sample_every = 500
+    config.num_grid_samples = 64  # fixed latents of the sample grid
+    config.checkpoint_every = 500
+    config.keep_checkpoints = 3
+    config.eval_every = 0  # evaluate with the feature network during training
+    config.eval_at_end = True
+    config.eval_num_samples = 10000  # 0: the dataset's default (26,000 for Stacked MNIST)
+    return config
+
+
+def validate_loop_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the key when the loop's settings cannot run."""
+    _check(int(config.steps_per_dispatch) >= 1, "steps_per_dispatch", "must be at least 1")
+    for key in ("log_every", "sample_every", "checkpoint_every", "eval_every", "eval_num_samples"):
+        _check(int(config[key]) >= 0, key, "must be non-negative (0 turns it off)")
+    _check(int(config.keep_checkpoints) >= 1, "keep_checkpoints", "must be at least 1")
+    _check(int(config.num_grid_samples) >= 1, "num_grid_samples", "must be at least 1")

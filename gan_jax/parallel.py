@@ -120,8 +120,12 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = DATA
 
 
 def replicate_on_mesh(tree: Any, mesh: Mesh) -> Any:
-    """Puts every leaf, whole, on every device of `mesh`."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Puts every leaf, whole, on every device of `mesh`.
+
+    Always copies, so donating the result to a step never deletes the caller's `tree`.
+    """
+    # device_put(..., may_alias=False) still aliased the device-0 shard on CPU (JAX 0.10.2).
+    return jax.device_put(jax.tree.map(jnp.copy, tree), NamedSharding(mesh, P()))
 
 
 def shard_on_mesh(batch: Any, mesh: Mesh, axis_name: str = DATA_AXIS) -> Any:

@@ -223,14 +223,24 @@ def train_step(
         mix = _global_draw(jax.random.uniform, mix_key, (local_batch,), axis_name)
         forward = generator_forward(state, z, labels, generator=generator)
         state, d_metrics = discriminator_update(
-            state, real, forward.fake, labels, mix,
-            discriminator=discriminator, optimizer=optimizers.discriminator, config=config,
+            state,
+            real,
+            forward.fake,
+            labels,
+            mix,
+            discriminator=discriminator,
+            optimizer=optimizers.discriminator,
+            config=config,
             axis_name=axis_name,
-        )  # fmt: skip
+        )
     # The last forward pass serves the generator update too: its params have not moved.
     state, g_metrics = generator_update(
-        state, forward, labels,
-        discriminator=discriminator, optimizer=optimizers.generator, config=config,
+        state,
+        forward,
+        labels,
+        discriminator=discriminator,
+        optimizer=optimizers.generator,
+        config=config,
         axis_name=axis_name,
-    )  # fmt: skip
+    )
     return state, _pmean({**d_metrics, **g_metrics}, axis_name)

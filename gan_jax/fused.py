@@ -1,0 +1,126 @@
+"""Several train steps per dispatch: `lax.scan` over `train_step`, batches drawn on device.
+
+Small models lose most of their time to one host dispatch per step; here one call runs k steps,
+each sampling its batch from the device-resident split as a pure function of (data seed, step),
+so the k-step call computes exactly what k separate `train_step` calls on those batches would.
+
+    step_k = fused_train_step(models=..., optimizers=..., config=..., mesh=mesh, num_steps=k)
+    state, metrics = step_k(state, images, labels, key)   # metrics: {name: f32 [k]}
+
+Runs under `jax.jit` + `jax.shard_map` on a 1-D data mesh: the state and the uint8 split are
+replicated, and each device gathers and trains on its own rows of the global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from gan_jax import data
+from gan_jax.models import Models
+from gan_jax.optim import Optimizers
+from gan_jax.parallel import DATA_AXIS, check_divisible
+from gan_jax.state import TrainState
+from gan_jax.step import train_step
+
+
+def sample_local_batch(
+    images: jax.Array,
+    labels: jax.Array,
+    step: jax.Array,
+    *,
+    config: ml_collections.ConfigDict,
+    pixel_range: str,
+    axis_name: str | None,
+) -> dict[str, jax.Array]:
+    """This device's rows of the global batch at `step` (all rows when `axis_name` is None)."""
+    local = config.batch_size
+    offset = 0
+    if axis_name is not None:
+        local = config.batch_size // lax.axis_size(axis_name)
+        offset = lax.axis_index(axis_name) * local
+    return data.sample_batch(
+        images,
+        labels,
+        step,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        pixel_range=pixel_range,
+        offset=offset,
+        size=local,
+    )
+
+
+def multi_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    models: Models,
+    optimizers: Optimizers,
+    config: ml_collections.ConfigDict,
+    num_steps: int,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`num_steps` train steps on batches sampled on device; metrics stacked to [num_steps]."""
+
+    def body(state, _):
+        batch = sample_local_batch(
+            images,
+            labels,
+            state.step,
+            config=config,
+            pixel_range=models.pixel_range,
+            axis_name=axis_name,
+        )
+        return train_step(
+            state,
+            batch,
+            key,
+            models=models,
+            optimizers=optimizers,
+            config=config,
+            axis_name=axis_name,
+        )
+
+    return lax.scan(body, state, length=num_steps)
+
+
+def fused_train_step(
+    *,
+    models: Models,
+    optimizers: Optimizers,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    num_steps: int,
+    axis_name: str = DATA_AXIS,
+) -> Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, dict[str, jax.Array]]]:
+    """`multi_step` under `jax.jit(jax.shard_map(...))` on `mesh`, with the state donated.
+
+    Arguments of the returned function: the state and the uint8 split (images [N, H, W, C],
+    labels [N]) replicated on the mesh, and the train key.
+    """
+    if num_steps < 1:
+        raise ValueError(f"steps per dispatch must be at least 1, got {num_steps}")
+    check_divisible(config.batch_size, mesh.shape[axis_name])
+    body = functools.partial(
+        multi_step,
+        models=models,
+        optimizers=optimizers,
+        config=config,
+        num_steps=num_steps,
+        axis_name=axis_name,
+    )
+    # check_vma=False for pmap semantics: train_step averages gradients itself (see parallel.py).
+    mapped = jax.shard_map(
+        body, mesh=mesh, in_specs=(P(), P(), P(), P()), out_specs=(P(), P()), check_vma=False
+    )
+    return jax.jit(mapped, donate_argnums=(0,))
