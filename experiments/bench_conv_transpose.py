@@ -71,18 +71,22 @@ def implementations(variants: bool) -> dict[str, Callable]:
     return impls
 
 
-def time_step(fn: Callable, *args, windows: int, iters: int) -> float:
-    """Median seconds per call of ``fn(*args)`` over ``windows`` timed windows of ``iters``."""
-    jax.block_until_ready(fn(*args))  # compile
-    jax.block_until_ready(fn(*args))  # warm caches and thread pools
-    times = []
+def time_round_robin(steps: dict[str, Callable], *args, windows: int, iters: int):
+    """Median seconds per call of each ``steps[name](*args)``, over ``windows`` windows of
+    ``iters`` calls. The implementations take turns window by window, so that load from
+    other processes on a shared machine falls on all of them alike."""
+    for step in steps.values():
+        jax.block_until_ready(step(*args))  # compile
+        jax.block_until_ready(step(*args))  # warm caches and thread pools
+    times = {name: [] for name in steps}
     for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(iters):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - start) / iters)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(iters):
+                out = step(*args)
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - start) / iters)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench_layer(name, c_in, c_out, side, stride, *, impls, batch, windows, iters, seed=0):
@@ -97,7 +101,7 @@ def bench_layer(name, c_in, c_out, side, stride, *, impls, batch, windows, iters
     cotangent = jnp.asarray(rng.standard_normal((batch, out_side, out_side, c_out)), jnp.float32)
     flops = 3 * forward_flops(batch=batch, side=side, c_in=c_in, c_out=c_out, kernel=KERNEL)
 
-    rows, results = [], {}
+    steps = {}
     for impl, conv in impls.items():
 
         def objective(x, kernel, cotangent, conv=conv):
@@ -105,10 +109,13 @@ def bench_layer(name, c_in, c_out, side, stride, *, impls, batch, windows, iters
             y = conv(x, kernel, strides=(stride, stride), padding="SAME")
             return jnp.vdot(y, cotangent)
 
-        step = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
-        results[impl] = step(x, kernel, cotangent)
-        seconds = time_step(step, x, kernel, cotangent, windows=windows, iters=iters)
-        rows.append(dict(layer=name, impl=impl, ms=seconds * 1e3, gflops=flops / seconds / 1e9))
+        steps[impl] = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
+    results = {impl: step(x, kernel, cotangent) for impl, step in steps.items()}
+    seconds = time_round_robin(steps, x, kernel, cotangent, windows=windows, iters=iters)
+    rows = [
+        dict(layer=name, impl=impl, ms=s * 1e3, gflops=flops / s / 1e9)
+        for impl, s in seconds.items()
+    ]
 
     # The timed functions must be the same function: compare value and grads with xla.
     want = jax.tree.leaves(results["xla"])

@@ -3,22 +3,20 @@
 XLA lowers a strided transposed convolution to one convolution of the *stride-dilated* input
 (``lhs_dilation``). Its forward pass is tolerable, but its gradient w.r.t. the kernel runs at
 about 9 GFLOP/s on CPU against about 130 for ordinary convolutions (jax-ml/jax issue 23783
-reports the same on CUDA). Most of the dilated input is zeros, and XLA's kernels do not skip
+reports the same on CUDA): most of the dilated input is zeros, and XLA's kernels do not skip
 them.
 
-The phase (sub-pixel) decomposition skips them by construction. For stride ``s`` along a
-spatial axis, output position ``o = s*q + r`` only ever meets the kernel taps ``k`` with
-``k = (pad_lo - r) mod s (mod s)``, i.e. the strided slice ``kernel[k0_r::s]``, and those taps
-meet the *undilated* input at consecutive positions. So each of the ``prod(s)`` output phases is
-an ordinary stride-1 convolution of the input with a sub-kernel, and the output is those phases
-interleaved (depth-to-space). All phases share the input, so we run them as *one* stride-1
-convolution whose output channels are ``phases x features``: each sub-kernel is zero-padded
-into a common window (see ``conv_transpose_phase`` for the cost of that) — one large
-convolution uses the machine far better than ``prod(s)`` thin ones, above all for the last
-generator layer, which has a single output channel.
+The phase (sub-pixel) decomposition skips them by construction. Along a spatial axis with
+stride ``s``, output position ``o = s*q + r`` meets only the kernel taps ``k`` with
+``k = pad_low - r (mod s)``, i.e. the strided slice ``kernel[k0_r::s]``, and those taps meet the
+*undilated* input at consecutive positions. So each of the ``prod(strides)`` output phases is an
+ordinary stride-1 convolution of the input with a sub-kernel, and the output is the phases
+interleaved (depth-to-space). ``conv_transpose_phase`` runs the phases either as separate
+convolutions or, for layers with few output channels, as one convolution (see there).
 
-Everything is N-d and channels-last (NHWC for images); kernels are ``(*kernel_size, in, out)``
-(HWIO), the layout of ``nn.ConvTranspose`` with its default ``transpose_kernel=False``.
+Everything is N-d (1 to 3 spatial axes) and channels-last (NHWC for images); kernels are
+``(*kernel_size, in, out)`` (HWIO), the layout of ``nn.ConvTranspose`` with its default
+``transpose_kernel=False``.
 """
 
 from __future__ import annotations
@@ -52,9 +50,9 @@ __all__ = [
 # `resolve_impl` for the evidence behind each entry.
 _PHASE_BACKENDS = frozenset({"cpu", "gpu", "cuda", "rocm"})
 
-# Below this many output channels, the phase path runs all phases as one convolution (see
-# `conv_transpose_phase`); measured on CPU with experiments/bench_conv_transpose.py.
-FUSE_BELOW_FEATURES = 32
+# Below this many output channels the phase path runs all phases as one convolution; see
+# `conv_transpose_phase` for the measurements behind the number.
+FUSE_BELOW_FEATURES = 16
 
 
 def _ntuple(value: int | Sequence[int] | None, n: int, *, name: str) -> tuple[int, ...]:
@@ -174,18 +172,26 @@ def conv_transpose_phase(
     preferred_element_type: Any = None,
     fuse_phases: bool | None = None,
 ) -> Array:
-    """``lax.conv_transpose`` (Flax's semantics) as one stride-1 convolution plus depth-to-space.
+    """``lax.conv_transpose`` (Flax's semantics) as stride-1 convolutions plus depth-to-space.
 
     Computes exactly the function of
     ``lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO",
     "NHWC"), transpose_kernel=...)`` (N-d), up to float summation order.
 
-    Each output phase's sub-kernel ``kernel[k0::s]`` is zero-padded into the union window of
-    all phases along each axis, and the phases become output channels of one convolution. The
-    padding costs FLOPs: for kernel 5, stride 2, SAME, the sub-kernels have 2 and 3 taps in a
-    3-tap window, so a 2-D layer does 9 instead of 6.25 multiply-adds per output (1.44x); for
-    kernel 4 it is 9 instead of 4 (2.25x). On CPU one wide convolution still wins clearly over
-    ``prod(strides)`` narrow ones (see experiments/bench_conv_transpose.py).
+    Two layouts of the same sums (``fuse_phases``):
+
+    - split (``False``): one convolution per phase with its sub-kernel: exactly the useful
+      multiply-adds, in ``prod(strides)`` convolutions of ``C_out`` outputs each.
+    - fused (``True``): every sub-kernel zero-padded into the union window of all phases, the
+      phases stacked as output channels of *one* convolution with ``prod(strides) * C_out``
+      outputs. The zero taps cost FLOPs: for kernel 5, stride 2, SAME, the sub-kernels have 2
+      and 3 taps in a 3-tap window, so a 2-D layer does 9 instead of 6.25 multiply-adds per
+      output (1.44x); for kernel 4, 9 instead of 4 (2.25x).
+
+    Thin convolutions use a CPU badly, so ``None`` fuses when ``C_out <
+    FUSE_BELOW_FEATURES`` (16): measured on 2 CPU cores, batch 256, 5x5, stride 2, the fused
+    layout is about 3x faster than split for 1 output channel and split about 1.3-2x faster
+    for 32-64; they tie near 16 (experiments/bench_conv_transpose.py ``--variants``).
 
     Args:
       x: ``(N, *spatial, C_in)``.
@@ -196,6 +202,7 @@ def conv_transpose_phase(
       transpose_kernel: as in ``lax.conv_transpose``.
       precision: passed to ``lax.conv_general_dilated``.
       preferred_element_type: passed to ``lax.conv_general_dilated``.
+      fuse_phases: layout (see above); ``None`` picks by ``C_out``.
 
     Returns:
       ``(N, *out_spatial, C_out)`` with ``out = (in - 1)*s + low + high - k + 2`` per axis
@@ -369,7 +376,7 @@ def conv_transpose_xla(
 
 
 def resolve_impl(
-    impl: str,
+    impl: Impl,
     strides: Sequence[int],
     *,
     padding: PaddingLike = "SAME",
@@ -422,7 +429,7 @@ def conv_transpose(
     *,
     strides: int | Sequence[int],
     padding: PaddingLike = "SAME",
-    impl: str = "auto",
+    impl: Impl = "auto",
     transpose_kernel: bool = False,
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
@@ -490,7 +497,7 @@ class ConvTranspose(nn.Module):
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
     transpose_kernel: bool = False
     preferred_element_type: Any = None
-    impl: str = "auto"
+    impl: Impl = "auto"
     fuse_phases: bool | None = None
 
     @nn.compact
