@@ -89,9 +89,11 @@ def evaluate_generator(
     seed: int = 0,
     batch_size: int = 1000,
     include_floor: bool = True,
+    floor_num_samples: int | None = None,
     data_dir: str | None = None,
     data_seed: int = 0,
     network: classifier.FeatureNetwork | None = None,
+    reference_stats: reference.ReferenceStats | None = None,
 ) -> dict[str, Any]:
     """Every metric of a generator's samples against the dataset's test split, and the floor.
 
@@ -104,8 +106,11 @@ def evaluate_generator(
         seed_mlp) or (low, high).
       seed: the sampling key is jax.random.key(seed); KID's subsets use the same seed.
       include_floor: also report the real-data floor (cached after its first computation).
+      floor_num_samples: training images in the floor; default as num_samples' default.
       data_dir, data_seed: passed to gan_jax.data for the reference and floor images.
       network: the feature network; the shipped one by default.
+      reference_stats: the reference to compare with; by default the dataset's test split
+        from the cache (`reference.get_reference`). A training loop may load it once and pass it.
 
     Returns:
       A JSON-friendly dict: the metrics (see `reference.score_embedding`), "dataset",
@@ -118,7 +123,9 @@ def evaluate_generator(
     num_samples = num_samples or reference.default_num_samples(dataset)
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2; got {num_samples}.")
-    ref = reference.get_reference(dataset, network=network, data_dir=data_dir, data_seed=data_seed)
+    ref = reference_stats or reference.get_reference(
+        dataset, network=network, data_dir=data_dir, data_seed=data_seed
+    )
     embedding = sample_embedding(
         sample_fn,
         jax.random.key(seed),
@@ -137,7 +144,12 @@ def evaluate_generator(
     )
     if include_floor:
         result["floor"] = reference.get_floor(
-            dataset, reference=ref, network=network, data_dir=data_dir, data_seed=data_seed
+            dataset,
+            reference=ref,
+            network=network,
+            num_samples=floor_num_samples,
+            data_dir=data_dir,
+            data_seed=data_seed,
         )
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result

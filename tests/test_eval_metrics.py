@@ -112,7 +112,8 @@ class TestKernelDistance:
         xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
         yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
         xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
-        np.testing.assert_allclose(metrics.mmd2_unbiased(x, y), xx + yy - 2 * xy, rtol=1e-12)
+        # float32 dot products: agreement to float32 rounding of the kernel values (~1e-7 * k).
+        np.testing.assert_allclose(metrics.mmd2_unbiased(x, y), xx + yy - 2 * xy, atol=1e-5)
 
     def test_deterministic_in_seed(self):
         x, y = _random_features(14, n=600), _random_features(15, n=600)
@@ -174,7 +175,9 @@ class TestPrecisionRecall:
         x = _random_features(23, n=50, d=4)
         d = ((x[:, None] - x[None]) ** 2).sum(-1)
         expected = np.sort(d, axis=1)[:, 3]
-        np.testing.assert_allclose(metrics.knn_radii(x, k=3, block_size=7), expected, atol=1e-10)
+        np.testing.assert_allclose(
+            metrics.knn_radii(x, k=3, block_size=7), expected, rtol=1e-5, atol=1e-5
+        )
 
     def test_precomputed_radii_agree(self):
         real, fake = _random_features(24, n=300, d=4), _random_features(25, n=300, d=4)

@@ -285,8 +285,11 @@ def get_floor(
         dataset, network=network, data_dir=data_dir, data_seed=data_seed, use_cache=use_cache
     )
     num_samples = num_samples or default_num_samples(dataset)
-    stem = reference.info.get("cache_file", "reference").removesuffix(".npz")
-    path = cache_dir() / f"{stem}-floor-train{num_samples}.json"
+    # Keyed by what the floor depends on: the reference's data and network, the floor's images.
+    path = cache_dir() / (
+        f"floor-{dataset}-seed{data_seed}-train{num_samples}-"
+        f"ref{reference.info['data_sha256'][:16]}-net{network.sha256[:16]}-v{CACHE_FORMAT}.json"
+    )
     if use_cache and path.exists():
         try:
             return json.loads(path.read_text())
