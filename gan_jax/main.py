@@ -1,24 +1,37 @@
 """Command line: `python -m gan_jax.main --config experiments/<name>.py --workdir <dir>`.
 
 Flags only; the work is `gan_jax.train.train_and_evaluate`. Any config key can be overridden as
-`--config.key=value` (e.g. `--config.num_steps=200 --config.g_optimizer.learning_rate=1e-4`).
+`--config.key=value` (e.g. `--config.num_steps=200 --config.g_optimizer.learning_rate=1e-4`); an
+unknown key stops before anything runs and names the closest valid keys. Rerunning the same command
+resumes from the workdir's latest checkpoint.
+
+`--workdir` may be a bucket (`gs://bucket/run`): checkpoints are written there directly, logs and
+images are copied there (see gan_jax.train).
 
 Multi-host (a TPU pod slice, or several GPU hosts): run the same command on every host. On
 Cloud TPU, `jax.distributed.initialize()` finds its peers by itself (`--distributed=auto` detects
-a multi-host slice); elsewhere pass --coordinator_address, --num_processes and --process_id.
+a multi-host slice); elsewhere pass --coordinator_address, --num_processes and --process_id (and
+`--cpu_collectives=gloo` for CPU processes). See experiments/tpu_vm.sh.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging as std_logging
 import os
-from collections.abc import Callable
+import re
+import runpy
+import sys
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory (or gs:// URL) for checkpoints, logs and samples."
+)
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed",
     "auto",
@@ -32,6 +45,98 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", None, "CPU collectives for multi-process CPU runs, e.g. 'gloo'."
 )
+
+CONFIG_FLAG = "config"
+
+
+# ----------------------------------------------------------------------------------------------
+# Unknown config keys.
+
+
+def config_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every dotted key of a (nested) config, e.g. `num_steps`, `g_optimizer.learning_rate`."""
+    keys = []
+    for name, value in config.items():
+        keys.append(prefix + name)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(config_keys(value, f"{prefix}{name}."))
+    return keys
+
+
+def override_keys(argv: Sequence[str], flag: str = CONFIG_FLAG) -> list[tuple[str, str]]:
+    """(key, argument) of each `--config.key=value` (or `--noconfig.key`) argument."""
+    found = []
+    for arg in argv:
+        match = re.match(rf"^-{{1,2}}(?:no)?{flag}\.([^=]+)", arg)
+        if match:
+            found.append((match.group(1), arg))
+    return found
+
+
+def closest_keys(key: str, keys: Sequence[str], n: int = 3) -> list[str]:
+    """Up to n valid keys most like `key`: by the whole dotted key, then by its last part."""
+    close = difflib.get_close_matches(key, keys, n=n, cutoff=0.75)
+    if not close:  # e.g. a misspelt leaf under a misspelt parent
+        by_leaf: dict[str, list[str]] = {}
+        for k in keys:
+            by_leaf.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+        for leaf in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf), n, 0.75):
+            close.extend(by_leaf[leaf])
+    return close[:n]
+
+
+def unknown_key_message(config: ml_collections.ConfigDict, argv: Sequence[str]) -> str | None:
+    """What is wrong with the `--config.<key>` overrides naming no key of `config`, or None."""
+    keys = config_keys(config)
+    problems = []
+    for key, arg in override_keys(argv):
+        if key in keys:
+            continue
+        close = closest_keys(key, keys)
+        hint = (
+            f"did you mean {' or '.join(repr(k) for k in close)}?"
+            if close
+            else f"valid keys: {', '.join(k for k in keys if '.' not in k)}"
+        )
+        problems.append(f"unknown config key {key!r} (in {arg}); {hint}")
+    return "\n".join(problems) or None
+
+
+def _config_from_argv(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
+    """The config `--config <file>[:arg]` names, loaded as ml_collections would; None if absent."""
+    for i, arg in enumerate(argv):
+        match = re.match(rf"^-{{1,2}}{CONFIG_FLAG}(=(.*))?$", arg)
+        if match:
+            spec = match.group(2) if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
+            path, *args = spec.split(":", 1)
+            return runpy.run_path(path)["get_config"](*args)
+    return None
+
+
+def exit_on_unknown_keys(config: ml_collections.ConfigDict | None, argv: Sequence[str]) -> None:
+    """Exits with a one-line message per unknown `--config.<key>` (no traceback), before absl
+    parses the flags (ml_collections would raise from deep inside its parser)."""
+    message = None if config is None else unknown_key_message(config, argv)
+    if message:
+        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running.
+
+
+class _QuietOrbax(std_logging.Filter):
+    """Drops Orbax's INFO chatter (dozens of lines per checkpoint); its warnings stay."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        chatty = f"{os.sep}orbax{os.sep}" in record.pathname
+        return not chatty or record.levelno >= std_logging.WARNING
+
+
+def _configure_logging() -> None:
+    if logging.get_verbosity() <= logging.INFO:  # -v 1 or more keeps everything
+        logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
 def _multihost_tpu() -> bool:
@@ -65,16 +170,23 @@ def maybe_initialize_distributed() -> None:
 def _run(config: ml_collections.ConfigDict) -> None:
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required: the directory for this run's files")
+    _configure_logging()
     maybe_initialize_distributed()
-    from gan_jax.train import train_and_evaluate  # after distributed init: it touches devices
+    # After distributed init: these touch devices.
+    from gan_jax.checkpointing import CheckpointMismatchError, WorkdirError
+    from gan_jax.train import NonFiniteMetricError, train_and_evaluate
 
-    train_and_evaluate(config, _WORKDIR.value)
+    try:
+        train_and_evaluate(config, _WORKDIR.value)
+    except (WorkdirError, CheckpointMismatchError, NonFiniteMetricError) as e:
+        # Bad input or a diverged run, not a bug: the message says it all.
+        sys.exit(f"error: {e}")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    _run(_CONFIG.value)
+    _run(flags.FLAGS[CONFIG_FLAG].value)
 
 
 def run_experiment(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
@@ -82,19 +194,23 @@ def run_experiment(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
 
     The file's own config is the default; `--config.key=value` overrides still apply.
     """
-    config_flags.DEFINE_config_dict("config", get_config(), "The experiment's config.")
-
-    def experiment_main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        _run(flags.FLAGS.config)
-
-    app.run(experiment_main)
+    config = get_config()
+    exit_on_unknown_keys(config, sys.argv)  # DEFINE_config_dict applies the overrides at once
+    config_flags.DEFINE_config_dict(CONFIG_FLAG, config, "The experiment's config.")
+    app.run(main)
 
 
 if __name__ == "__main__":
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", None, "Experiment config file, e.g. experiments/dcgan_mnist.py.", lock_config=True
+    config_flags.DEFINE_config_file(
+        CONFIG_FLAG,
+        None,
+        "Experiment config file, e.g. experiments/dcgan_mnist.py.",
+        lock_config=True,
     )
-    flags.mark_flags_as_required(["config"])
+    flags.mark_flags_as_required([CONFIG_FLAG])
+    try:
+        _file_config = _config_from_argv(sys.argv)
+    except Exception:  # a config that does not load: absl reports it when parsing the flag
+        _file_config = None
+    exit_on_unknown_keys(_file_config, sys.argv)
     app.run(main)

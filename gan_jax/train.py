@@ -2,25 +2,41 @@
 
 One run = one workdir. On start it restores the latest checkpoint in `<workdir>/checkpoints` when
 there is one and continues from that step; otherwise it initialises from `config.seed`. Each
-dispatch runs `config.steps_per_dispatch` fused steps on the device-resident dataset (see
+dispatch runs up to `config.steps_per_dispatch` fused steps on the device-resident dataset (see
 `gan_jax.fused`); logs, sample grids, checkpoints and evaluations happen between dispatches, on
 multiples of their intervals.
 
 Exact resume: the state holds every array that changes during training, the batch of step s and
 the noise of step s are pure functions of (config.seed, s), so a run killed and resumed from the
-checkpoint at step N ends bitwise identical to one that never stopped.
+checkpoint at step N ends bitwise identical to one that never stopped (tests/test_train_resume.py
+checks this for both model families, after SIGTERM and after SIGKILL). Where a run splits its
+steps into dispatches is a function of the step and the config only (`_dispatch_length`); on CPU
+the result is also bitwise the same for any split (a k-step `lax.scan` computes what k one-step
+calls do), which tests check too. A resumed run must keep the config: schedules other than
+"constant" depend on `num_steps`; a resume logs every key that differs from the checkpoint's.
 
 SIGTERM (TPU VM preemption) and SIGINT (Ctrl-C) finish the dispatch in flight, save a checkpoint
-at that step and return. A NaN or Inf metric stops the run before anything of that dispatch is
-saved and names the metric and step: the last good checkpoint stays the latest.
+at that step and return normally; a second SIGINT raises KeyboardInterrupt at once. In a
+multi-process run the processes agree after every dispatch whether any of them was signalled, so
+all stop and save at the same step. A NaN or Inf metric stops the run before anything of that
+dispatch is saved and names the metric and step: the last good checkpoint stays the latest.
+
+Workdirs on a bucket (`gs://...`): checkpoints go there directly (Orbax); the logs, sample grids
+and plots are written to a local directory (`local_log_dir`) and copied to the workdir after every
+checkpoint and when the run ends (this needs epath's GCS support: `gcsfs`, see
+requirements-tpu.txt). On resume, metrics.jsonl is fetched back first so the log continues.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
+import os
+import re
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +46,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gan_jax import checkpointing, data, fused, optim, parallel, writers
 from gan_jax import config as config_lib
@@ -37,10 +56,17 @@ from gan_jax import models as models_lib
 from gan_jax.state import TrainState, create_train_state
 
 GRID_FILE = "samples"  # images/<GRID_FILE>_<step>.png
+CONFIG_FILE = "config.json"
+LOSS_PLOT_FILE = "loss_curves.png"
+EVAL_DIR = "eval"  # eval/step_<S>.json
 
 
 class NonFiniteMetricError(FloatingPointError):
     """A loss or other metric became NaN or Inf; the run stopped at that step."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals.
 
 
 class _StopRequest:
@@ -54,7 +80,16 @@ class _StopRequest:
 
     def handle(self, signum: int, frame: Any) -> None:
         del frame
-        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT and self.signal_name == "SIGINT":
+            # Ctrl-C twice: stop now, without waiting for the dispatch and the checkpoint.
+            raise KeyboardInterrupt
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+            logging.warning(
+                "%s received: stopping after the current dispatch and saving a checkpoint%s",
+                self.signal_name,
+                " (press Ctrl-C again to stop at once)" if signum == signal.SIGINT else "",
+            )
 
 
 @contextlib.contextmanager
@@ -73,18 +108,39 @@ def _stop_on_signals() -> Iterator[_StopRequest]:
             signal.signal(signum, handler)
 
 
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process; every process must call this at the same point."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils  # local: only multi-process runs need it
+
+    return bool(np.any(multihost_utils.process_allgather(np.array(flag, np.int32))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure helpers.
+
+
 def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int) -> tuple[str, int] | None:
-    """(metric name, step) of the earliest NaN/Inf in per-step metrics [k], or None."""
+    """(metric name, step) of the earliest NaN/Inf in per-step metrics [k], or None.
+
+    Index i of a dispatch that started at `first_step` is the update that produced step
+    `first_step + i + 1`, the step its metrics are logged under.
+    """
     worst = None
-    for name, values in metrics.items():
-        bad = np.flatnonzero(~np.isfinite(values))
+    for name in sorted(metrics):
+        bad = np.flatnonzero(~np.isfinite(metrics[name]))
         if bad.size and (worst is None or bad[0] < worst[1]):
             worst = (name, int(bad[0]))
     return None if worst is None else (worst[0], first_step + worst[1] + 1)
 
 
 def _dispatch_length(step: int, config: ml_collections.ConfigDict) -> int:
-    """Steps until the next log/sample/checkpoint/eval boundary, capped at steps_per_dispatch."""
+    """Steps until the next log/sample/checkpoint/eval boundary, capped at steps_per_dispatch.
+
+    A function of the step and the config only, so a resumed run splits its steps as a run that
+    never stopped does.
+    """
     length = min(config.steps_per_dispatch, config.num_steps - step)
     for interval in (
         config.log_every,
@@ -99,6 +155,95 @@ def _dispatch_length(step: int, config: ml_collections.ConfigDict) -> int:
 
 def _due(step: int, interval: int) -> bool:
     return interval > 0 and step % interval == 0
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`key: saved -> current` for every (dotted) key whose value differs, JSON-compared."""
+    saved, current = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+            old, new = list(old), list(new)
+        if old != new:
+            lines.append(f"{key}: {old!r} -> {new!r}")
+    return lines
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether `path` is a URL such as gs://bucket/run rather than a local path."""
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", os.fspath(path)) is not None
+
+
+def local_log_dir(workdir: str) -> Path:
+    """Where the logs of a remote workdir are written before they are copied to it.
+
+    $GAN_JAX_LOCAL_LOGDIR/<name> when set, else <tmp>/gan_jax_logs/<name>; the name is readable
+    and unique per workdir.
+    """
+    root = os.environ.get("GAN_JAX_LOCAL_LOGDIR") or os.path.join(
+        tempfile.gettempdir(), "gan_jax_logs"
+    )
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", workdir.split("://", 1)[-1]).strip("_")[-80:]
+    digest = hashlib.sha256(workdir.encode()).hexdigest()[:8]
+    return Path(root) / f"{readable}_{digest}"
+
+
+class LogMirror:
+    """Copies the files under a local log directory to a (remote) workdir, changed files only.
+
+    Args:
+      local: the directory the writers write to.
+      remote: the workdir (any `epath` path: gs://..., or local in tests).
+    """
+
+    def __init__(self, local: Path, remote: epath.PathLike):
+        self.local = Path(local)
+        self.remote = epath.Path(remote)
+        self._copied: dict[Path, tuple[int, int]] = {}
+
+    def fetch(self, name: str) -> bool:
+        """Copies `remote/name` to `local/name` (e.g. metrics.jsonl on resume); whether it was."""
+        source = self.remote / name
+        if not source.exists():
+            return False
+        target = self.local / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        stat = target.stat()
+        self._copied[target] = (stat.st_size, stat.st_mtime_ns)
+        return True
+
+    def sync(self) -> list[str]:
+        """Uploads every file new or changed since the last sync; returns their relative names."""
+        copied = []
+        if not self.local.exists():
+            return copied
+        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
+            stat = path.stat()
+            signature = (stat.st_size, stat.st_mtime_ns)
+            if self._copied.get(path) == signature:
+                continue
+            name = path.relative_to(self.local).as_posix()
+            target = self.remote / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+            self._copied[path] = signature
+            copied.append(name)
+        return copied
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of the loop.
 
 
 def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
@@ -140,23 +285,32 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
     return sample
 
 
-def _evaluate(state, models, config, workdir: Path, step: int, writer) -> dict[str, Any] | None:
-    """Scores the sampling generator with the shipped feature network (MNIST-like data only)."""
-    from gan_jax import evaluate  # local: loads the feature network only when evaluating
+def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[str, Any] | None:
+    """Scores the sampling generator with the shipped feature network (MNIST-like data only).
 
+    Runs on process 0 alone, on host copies of the generator (the other processes go on to the
+    next dispatch and wait there), so processes sharing a machine never race on the caches.
+    """
     if config.dataset not in ("mnist", "stacked_mnist"):
         logging.info("no feature network for %s; skipping evaluation", config.dataset)
         return None
-    params, g_state = state.sampling_params, state.g_state
+    if not writer.active:
+        return None
+    from gan_jax import evaluate  # local: loads the feature network only when evaluating
 
-    @functools.partial(jax.jit, static_argnums=1)
-    def sample_fn(key, n):
+    params, g_state = jax.device_get((state.sampling_params, state.g_state))
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def sample_images(params, g_state, key, n):
         z_key, label_key = jax.random.split(key)
         z = jax.random.normal(z_key, (n, config.latent_dim))
         labels = None
         if config.num_classes > 0:
             labels = jax.random.randint(label_key, (n,), 0, config.num_classes)
         return models_lib.apply_model(models.generator, params, g_state, z, labels, train=False)[0]
+
+    def sample_fn(key, n):
+        return sample_images(params, g_state, key, n)
 
     result = evaluate.evaluate_generator(
         sample_fn,
@@ -169,108 +323,179 @@ def _evaluate(state, models, config, workdir: Path, step: int, writer) -> dict[s
     result.update(step=step, model=config.model)
     scalars = {f"eval/{k}": v for k, v in result.items() if isinstance(v, int | float)}
     writer.write(step, scalars)
-    if writer.active:
-        path = workdir / "eval" / f"step_{step}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1) + "\n")
-        logging.info("evaluation at step %d:\n%s", step, evaluate.format_table(result))
+    path = log_dir / EVAL_DIR / f"step_{step}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    logging.info("evaluation at step %d:\n%s", step, evaluate.format_table(result))
     return result
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
+def _warn_on_config_change(checkpointer: checkpointing.Checkpointer, config) -> None:
+    saved = checkpointer.restore_config()
+    if saved is None:
+        return
+    changed = config_differences(saved, checkpointing.config_to_json(config))
+    if changed:
+        logging.warning(
+            "resuming with config changes; the run continues exactly as one that never stopped "
+            "only if none of them shapes training (num_steps does, for learning-rate schedules "
+            "other than 'constant'):\n  %s",
+            "\n  ".join(changed),
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainState:
     """Trains (or resumes) the run `config` describes in `workdir`; returns the final state.
 
     Writes to workdir: checkpoints/, config.json, metrics.jsonl, tensorboard/, images/ (sample
     grids), loss_curves.png, eval/step_<S>.json. Only process 0 writes anything but checkpoints.
+    `workdir` may be a local path or a URL Orbax and epath understand (gs://bucket/run).
+
+    Raises:
+      ValueError: an invalid config (naming the key).
+      checkpointing.WorkdirError: the workdir is not writable or its disk too full for the
+        checkpoints; raised before anything is trained.
+      checkpointing.CheckpointMismatchError: the workdir holds a checkpoint of another model or
+        shape; it is left as it is.
+      NonFiniteMetricError: a metric became NaN or Inf; names the metric and the step.
     """
     config_lib.validate_config(config)
     config_lib.validate_loop_config(config)
-    workdir = Path(workdir)
+    workdir = os.fspath(workdir)
+    remote = is_remote(workdir)
+    log_dir = local_log_dir(workdir) if remote else Path(workdir)
     mesh = parallel.data_mesh()
     parallel.check_divisible(config.batch_size, mesh.size)
     models = models_lib.build_models(config)
     optimizers = optim.build_optimizers(config)
     init_key, train_key, grid_key = jax.random.split(jax.random.key(config.seed), 3)
 
-    # Everything that can fail on bad input fails here, before any training.
-    checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    state = create_train_state(init_key, config, models=models, optimizers=optimizers)
-    checkpointer.check_disk_space(state)
-    if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state)
-        logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
-    images, labels = _load_training_split(config)
-    images, labels = data.to_device(images, labels)
-    state = parallel.replicate_on_mesh(state, mesh)
-    step = int(state.step)
+    with contextlib.ExitStack() as stack:
+        # From the start: a signal during start-up (data preparation, compilation) ends the run
+        # cleanly too.
+        stop = stack.enter_context(_stop_on_signals())
 
-    writer = writers.MetricWriter(workdir, resume_step=step)
-    if writer.active:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1) + "\n")
-    progress = writers.Progress(config.num_steps, step)
-    sample_grid = _grid_sampler(models, config, grid_key)
-    compiled: dict[int, Any] = {}  # one fused function per dispatch length
-    start = time.perf_counter()
-
-    def save_grid(state: TrainState, step: int) -> Path | None:
-        grid = writers.image_grid(np.asarray(sample_grid(state)), pixel_range=models.pixel_range)
-        return writer.write_images(
-            step, GRID_FILE, grid, scale=writers.default_scale(grid.shape[0] // 8)
+        # Everything that can fail on bad input fails here, before any training.
+        checkpointer = stack.enter_context(
+            checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
         )
+        init = functools.partial(
+            create_train_state, config=config, models=models, optimizers=optimizers
+        )
+        replicated = NamedSharding(mesh, P())
+        target = jax.tree.map(  # shapes only: a resumed run never pays for initialisation
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+            jax.eval_shape(init, init_key),
+        )
+        checkpointer.check_disk_space(target)
+        if checkpointer.latest_step() is not None:
+            state = checkpointer.restore(target)  # straight into the replicated layout
+            logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
+            _warn_on_config_change(checkpointer, config)
+        else:
+            state = parallel.replicate_on_mesh(init(init_key), mesh)
+        step = int(state.step)
 
-    try:
-        with _stop_on_signals() as stop:
-            while step < config.num_steps and not stop:
-                length = _dispatch_length(step, config)
-                if length not in compiled:
-                    compiled[length] = fused.fused_train_step(
+        mirror = None
+        if remote and jax.process_index() == 0:
+            mirror = LogMirror(log_dir, workdir)
+            if step > 0:
+                mirror.fetch(writers.METRICS_FILE)
+            stack.callback(mirror.sync)  # runs after the writers below are closed
+        writer = stack.enter_context(writers.MetricWriter(log_dir, resume_step=step))
+        if writer.active:
+            (log_dir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1) + "\n")
+
+        images, labels = _load_training_split(config)
+        images, labels = data.to_device(images, labels)
+        progress = stack.enter_context(writers.Progress(config.num_steps, step))
+        sample_grid = _grid_sampler(models, config, grid_key)
+        compiled: dict[int, Any] = {}  # one compiled fused function per dispatch length
+        start = time.perf_counter()
+
+        def save_grid(state: TrainState, step: int) -> Path | None:
+            grid = writers.image_grid(
+                np.asarray(sample_grid(state)), pixel_range=models.pixel_range
+            )
+            return writer.write_images(
+                step, GRID_FILE, grid, scale=writers.default_scale(grid.shape[0] // 8)
+            )
+
+        stopping = _any_process(bool(stop))
+        while step < config.num_steps and not stopping:
+            length = _dispatch_length(step, config)
+            if length not in compiled:
+                compile_start = time.perf_counter()
+                compiled[length] = (
+                    fused.fused_train_step(
                         models=models,
                         optimizers=optimizers,
                         config=config,
                         mesh=mesh,
                         num_steps=length,
                     )
-                dispatch_start = time.perf_counter()
-                state, metrics = compiled[length](state, images, labels, train_key)
-                metrics = jax.device_get(metrics)  # the one host sync per dispatch
-                elapsed = time.perf_counter() - dispatch_start
-                bad = _first_non_finite(metrics, step)
-                if bad is not None:
-                    raise NonFiniteMetricError(
-                        f"{bad[0]} became {metrics[bad[0]][bad[1] - step - 1]} at step {bad[1]}; "
-                        f"stopping. The last good checkpoint is step "
-                        f"{checkpointer.latest_step()} in {checkpointer.directory}."
-                    )
-                step += length
-                images_per_s = length * config.batch_size / elapsed
-                last = {name: float(values[-1]) for name, values in metrics.items()}
-                progress.update(step, images_per_s, last)
-                if _due(step, config.log_every) or step == config.num_steps:
-                    means = {name: float(np.mean(values)) for name, values in metrics.items()}
-                    wall = time.perf_counter() - start
-                    writer.write(step, {**means, "images_per_s": images_per_s, "wall_time_s": wall})
-                if _due(step, config.sample_every):
-                    save_grid(state, step)
-                if _due(step, config.checkpoint_every):
-                    checkpointer.save(step, state, config=config, force=True)
-                if _due(step, config.eval_every) and step < config.num_steps:
-                    _evaluate(state, models, config, workdir, step, writer)
-
-            checkpointer.save(step, state, config=config, force=True)
-            if stop:
-                logging.warning(
-                    "%s: saved a checkpoint at step %d and stopped", stop.signal_name, step
+                    .lower(state, images, labels, train_key)
+                    .compile()
                 )
-                return state
+                logging.info(
+                    "compiled the %d-step dispatch in %.1f s",
+                    length,
+                    time.perf_counter() - compile_start,
+                )
+            dispatch_start = time.perf_counter()
+            state, metrics = compiled[length](state, images, labels, train_key)
+            metrics = jax.device_get(metrics)  # the one host sync per dispatch
+            elapsed = time.perf_counter() - dispatch_start
+            bad = _first_non_finite(metrics, step)
+            if bad is not None:
+                name, bad_step = bad
+                raise NonFiniteMetricError(
+                    f"{name} became {metrics[name][bad_step - step - 1]} at step {bad_step}; "
+                    f"stopping. Nothing after the last good checkpoint was saved: step "
+                    f"{checkpointer.latest_step()} in {checkpointer.directory}."
+                )
+            step += length
+            images_per_s = length * config.batch_size / elapsed
+            last = {name: float(values[-1]) for name, values in metrics.items()}
+            progress.update(step, images_per_s, last)
+            if _due(step, config.log_every) or step == config.num_steps:
+                means = {name: float(np.mean(values)) for name, values in metrics.items()}
+                wall = time.perf_counter() - start
+                writer.write(step, {**means, "images_per_s": images_per_s, "wall_time_s": wall})
+            if _due(step, config.sample_every):
+                save_grid(state, step)
+            if _due(step, config.checkpoint_every):
+                checkpointer.save(step, state, config=config, force=True)
+                if mirror is not None:
+                    writer.flush()
+                    mirror.sync()
+            if _due(step, config.eval_every) and step < config.num_steps:
+                _evaluate(state, models, config, log_dir, step, writer)
+            stopping = _any_process(bool(stop))
+
+        checkpointer.save(step, state, config=config, force=True)
+        if stopping:
+            logging.warning(
+                "%s: saved a checkpoint at step %d and stopped; rerun the same command to resume",
+                stop.signal_name or "a signal to another process",
+                step,
+            )
+            return state
         grid_path = save_grid(state, step)
         if config.eval_at_end:
-            _evaluate(state, models, config, workdir, step, writer)
+            done = epath.Path(workdir) / EVAL_DIR / f"step_{step}.json"
+            if done.exists():
+                logging.info("step %d was evaluated before: %s", step, done)
+            else:
+                _evaluate(state, models, config, log_dir, step, writer)
         if writer.active:
-            writers.plot_losses(writer.metrics_path, workdir / "loss_curves.png")
-            logging.info("finished at step %d; samples: %s", step, grid_path)
-            print(f"samples: {grid_path}", flush=True)
+            writer.flush()
+            writers.plot_losses(writer.metrics_path, log_dir / LOSS_PLOT_FILE)
+            shown = epath.Path(workdir) / grid_path.relative_to(log_dir) if remote else grid_path
+            logging.info("finished at step %d; samples: %s", step, shown)
+            print(f"samples: {shown}", flush=True)
         return state
-    finally:
-        progress.close()
-        writer.close()
-        checkpointer.close()
