@@ -213,6 +213,36 @@ class RestoredSampler(NamedTuple):
     step: int  # the restored checkpoint's step
 
 
+def sampler_from_state(train_state: Any, config: Any, *, models: Any = None) -> SampleFn:
+    """sample_fn(key, n) -> images [n, H, W, C] from a TrainState's generator.
+
+    Uses `train_state.sampling_params` (the EMA params when the run keeps them) and the
+    generator's mutable collections (BatchNorm statistics) in inference mode. Conditional
+    models get labels drawn uniformly over `config.num_classes`. For the training loop:
+
+        result = evaluate_generator(sampler_from_state(state, config), dataset=config.dataset,
+                                    pixel_range=models.pixel_range)
+
+    Pass an unreplicated state (one device's copy under pmap).
+    """
+    from gan_jax import models as models_lib  # noqa: PLC0415
+
+    built = models or models_lib.build_models(config)
+    params, g_state = train_state.sampling_params, train_state.g_state
+    latent_dim, num_classes = int(config.latent_dim), int(config.num_classes)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def sample_fn(key: jax.Array, n: int) -> jax.Array:
+        z_key, label_key = jax.random.split(key)
+        z = jax.random.normal(z_key, (n, latent_dim), jnp.float32)
+        # Conditional models: classes drawn uniformly, as MNIST's are nearly balanced.
+        labels = jax.random.randint(label_key, (n,), 0, num_classes) if num_classes > 0 else None
+        images, _ = models_lib.apply_model(built.generator, params, g_state, z, labels, train=False)
+        return images
+
+    return sample_fn
+
+
 def restore_sampler(workdir: str | pathlib.Path, *, step: int | None = None) -> RestoredSampler:
     """A sampler for a run's checkpoint (the latest when `step` is None), from the EMA generator
     params when the run keeps them, else the live ones; read-only, nothing in the run changes.
@@ -220,6 +250,7 @@ def restore_sampler(workdir: str | pathlib.Path, *, step: int | None = None) -> 
     Raises:
       checkpointing.NoCheckpointError: no checkpoints, or no checkpoint at `step` (the message
         lists the available steps).
+      checkpointing.CheckpointMismatchError: the checkpoint does not fit the run's config.
     """
     from gan_jax import checkpointing, models, state  # noqa: PLC0415
 
@@ -230,24 +261,28 @@ def restore_sampler(workdir: str | pathlib.Path, *, step: int | None = None) -> 
                 f"No checkpoints in {reader.directory}: train first, or point --workdir at a "
                 "run directory (the one holding checkpoints/)."
             )
+        step = steps[-1] if step is None else step
         config = load_run_config(workdir, step)
-        target = jax.eval_shape(lambda: state.create_train_state(jax.random.key(0), config))
+        # Restore onto this process's first device, whatever mesh the run saved from.
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            jax.eval_shape(lambda: state.create_train_state(jax.random.key(0), config)),
+        )
         restored = reader.restore(target, step)
-        step = int(restored.step) if step is None else step
     built = models.build_models(config)
-    params, g_state = restored.sampling_params, restored.g_state
-    num_classes = int(config.num_classes)
+    return RestoredSampler(
+        sampler_from_state(restored, config, models=built), built.pixel_range, config, step
+    )
 
-    @functools.partial(jax.jit, static_argnums=1)
-    def sample_fn(key: jax.Array, n: int) -> jax.Array:
-        z_key, label_key = jax.random.split(key)
-        z = jax.random.normal(z_key, (n, config.latent_dim), jnp.float32)
-        # Conditional models: classes drawn uniformly, as MNIST's are nearly balanced.
-        labels = jax.random.randint(label_key, (n,), 0, num_classes) if num_classes > 0 else None
-        images, _ = models.apply_model(built.generator, params, g_state, z, labels, train=False)
-        return images
 
-    return RestoredSampler(sample_fn, built.pixel_range, config, step)
+def summary_scalars(result: dict[str, Any], *, prefix: str = "eval/") -> dict[str, float]:
+    """The scalar metrics of a result (and its floor, as `<prefix>floor_<name>`) for logging."""
+    keys = [key for key, _, _ in _TABLE_ROWS] + ["kid_std"]
+    scalars = {f"{prefix}{k}": float(result[k]) for k in keys if k in result}
+    floor = result.get("floor", {})
+    scalars.update({f"{prefix}floor_{k}": float(floor[k]) for k in keys if k in floor})
+    return scalars
 
 
 def evaluate_run(
@@ -298,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_floor", action="store_true", help="skip the real-data floor")
     args = parser.parse_args(argv)
 
-    from gan_jax import checkpointing  # noqa: PLC0415
-
     try:
         result, path = evaluate_run(
             args.workdir,
@@ -308,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             include_floor=not args.no_floor,
         )
-    except (checkpointing.NoCheckpointError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # incl. NoCheckpointError, mismatched shapes
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"step {result['step']} of {args.workdir} ({result['model']}, {result['seconds']} s)")

@@ -56,6 +56,10 @@ class TestEvaluateGenerator:
         assert result["reference"]["split"] == "test"
         assert result["reference"]["num_examples"] == 10_000
         json.dumps(result)  # JSON-friendly throughout
+        scalars = evaluate.summary_scalars(result)
+        assert scalars["eval/fid"] == result["fid"]
+        assert scalars["eval/floor_fid"] == floor["fid"]
+        assert all(isinstance(v, float) for v in scalars.values())
         table = evaluate.format_table(result)
         assert "FID" in table and "real floor" in table
 
@@ -129,10 +133,22 @@ class TestCommandLine:
         assert len(result["feature_network"]["sha256"]) == 64
 
     def test_sampler_uses_ema_params(self, tiny_run):
+        from gan_jax import state
+
         sampler = evaluate.restore_sampler(tiny_run)
         images = sampler.sample_fn(jax.random.key(0), 8)
         assert images.shape == (8, 28, 28, 1) and sampler.pixel_range == "unit"
         assert sampler.step == 3
+        # EMA params differ from the live ones: sampling must follow the EMA.
+        live = state.create_train_state(jax.random.key(0), sampler.config)
+        ema = live.replace(g_ema_params=jax.tree.map(lambda p: p * 0.5, live.g_params))
+        from_live = evaluate.sampler_from_state(live.replace(g_ema_params=None), sampler.config)
+        from_ema = evaluate.sampler_from_state(ema, sampler.config)
+        key = jax.random.key(1)
+        assert not np.allclose(from_live(key, 4), from_ema(key, 4))
+        np.testing.assert_allclose(
+            evaluate.sampler_from_state(live, sampler.config)(key, 4), from_live(key, 4)
+        )
 
     def test_missing_step_lists_available(self, tiny_run, capsys):
         assert evaluate.main(["--workdir", str(tiny_run), "--step", "7"]) == 1

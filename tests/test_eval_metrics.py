@@ -179,6 +179,14 @@ class TestPrecisionRecall:
             metrics.knn_radii(x, k=3, block_size=7), expected, rtol=1e-5, atol=1e-5
         )
 
+    def test_matches_coverage_in_each_direction(self):
+        real, fake = _random_features(26, n=700, d=4), _random_features(27, n=500, d=4, shift=0.3)
+        precision, recall = metrics.precision_recall(real, fake, block_size=128)
+        real_radii, fake_radii = metrics.knn_radii(real), metrics.knn_radii(fake)
+        assert precision == metrics.manifold_coverage(fake, real, real_radii)
+        assert recall == metrics.manifold_coverage(real, fake, fake_radii)
+        assert 0.0 < precision < 1.0 and 0.0 < recall < 1.0  # a case with both kinds of point
+
     def test_precomputed_radii_agree(self):
         real, fake = _random_features(24, n=300, d=4), _random_features(25, n=300, d=4)
         radii = metrics.knn_radii(real, k=3)

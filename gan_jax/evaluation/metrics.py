@@ -371,6 +371,7 @@ def precision_recall(
     *,
     k: int = 3,
     real_radii: ArrayLike | None = None,
+    block_size: int = 2048,
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds.
 
@@ -383,15 +384,22 @@ def precision_recall(
       k: neighbourhood size (3 in the paper).
       real_radii: optional precomputed `knn_radii(real_features, k=k)`, e.g. from the cached
         reference statistics.
+      block_size: real rows whose distances to all fakes are held at once.
     """
-    real_features = _as_f32_matrix(real_features, "real_features")
-    fake_features = _as_f32_matrix(fake_features, "fake_features")
-    if real_radii is None:
-        real_radii = knn_radii(real_features, k=k)
-    fake_radii = knn_radii(fake_features, k=k)
-    precision = manifold_coverage(fake_features, real_features, real_radii)
-    recall = manifold_coverage(real_features, fake_features, fake_radii)
-    return precision, recall
+    real = _as_f32_matrix(real_features, "real_features")
+    fake = _as_f32_matrix(fake_features, "fake_features")
+    real_radii = knn_radii(real, k=k) if real_radii is None else real_radii
+    real_radii = np.asarray(real_radii, np.float32)
+    fake_radii = knn_radii(fake, k=k).astype(np.float32)
+    # One pass over the real-to-fake distances serves both directions: the same block answers
+    # "is this real point in a fake ball" (recall) and "which fakes are in these real balls".
+    real_inside = np.empty(real.shape[0], dtype=bool)
+    fake_inside = np.zeros(fake.shape[0], dtype=bool)
+    for start in range(0, real.shape[0], block_size):
+        d = _squared_distances(real[start : start + block_size], fake)
+        real_inside[start : start + block_size] = (d <= fake_radii[None, :]).any(axis=1)
+        fake_inside |= (d <= real_radii[start : start + block_size, None]).any(axis=0)
+    return float(fake_inside.mean()), float(real_inside.mean())
 
 
 # ---------------------------------------------------------------------------------------------
