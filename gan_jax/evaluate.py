@@ -305,6 +305,7 @@ def evaluate_run(
         seed=seed,
         include_floor=include_floor,
         data_dir=str(config.get("data_dir", "")) or None,
+        data_seed=int(config.get("dataset_seed", 0)),
     )
     result.update(step=step, workdir=str(workdir), model=str(config.model))
     path = None
