@@ -421,9 +421,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             grid = writers.image_grid(
                 np.asarray(sample_grid(state)), pixel_range=models.pixel_range
             )
-            return writer.write_images(
-                step, GRID_FILE, grid, scale=writers.default_scale(grid.shape[0] // 8)
-            )
+            # Upscaled so that one sample is at least 64 pixels tall.
+            scale = writers.default_scale(int(config.image_shape[0]))
+            return writer.write_images(step, GRID_FILE, grid, scale=scale)
 
         stopping = _any_process(bool(stop))
         while step < config.num_steps and not stopping:

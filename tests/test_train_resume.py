@@ -27,6 +27,12 @@ CHECKPOINTS_OF_A = [12, 24, 32]
 
 
 @pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """Shared by every run B of this module (never by a run A)."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """model -> (workdir of run A, process) started on first request, finished on `get`."""
     support.ensure_mnist()
@@ -77,10 +83,10 @@ def _assert_same_run(model, b_workdir, a_workdir, steps=(32,)):
 
 
 @pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
-def test_sigterm_saves_and_resume_is_bitwise_exact(model, reference, tmp_path):
+def test_sigterm_saves_and_resume_is_bitwise_exact(model, reference, compile_cache, tmp_path):
     reference.start(model)  # A runs while B's first part does
-    workdir, cache = tmp_path / "run", tmp_path / "jax_cache"
-    env = support.env_for(4, compile_cache=cache)
+    workdir = tmp_path / "run"
+    env = support.env_for(4, compile_cache=compile_cache)
     args = support.cli_args(model, workdir, **RUN)
 
     pause = tmp_path / "paused"
@@ -105,10 +111,10 @@ def test_sigterm_saves_and_resume_is_bitwise_exact(model, reference, tmp_path):
 
 
 @pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
-def test_sigkill_after_checkpoint_resumes_bitwise_exact(model, reference, tmp_path):
+def test_sigkill_after_checkpoint_resumes_bitwise_exact(model, reference, compile_cache, tmp_path):
     reference.start(model)
-    workdir, cache = tmp_path / "run", tmp_path / "jax_cache"
-    env = support.env_for(4, compile_cache=cache)
+    workdir = tmp_path / "run"
+    env = support.env_for(4, compile_cache=compile_cache)
     args = support.cli_args(model, workdir, **RUN)
 
     pause = tmp_path / "paused"
