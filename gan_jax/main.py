@@ -9,9 +9,10 @@ resumes from the workdir's latest checkpoint.
 images are copied there (see gan_jax.train).
 
 Multi-host (a TPU pod slice, or several GPU hosts): run the same command on every host. On
-Cloud TPU, `jax.distributed.initialize()` finds its peers by itself (`--distributed=auto` detects
-a multi-host slice); elsewhere pass --coordinator_address, --num_processes and --process_id (and
-`--cpu_collectives=gloo` for CPU processes). See experiments/tpu_vm.sh.
+Cloud TPU, `jax.distributed.initialize()` finds its peers by itself: pass `--distributed=on` on
+TPU VMs (what experiments/tpu_vm.sh does; `auto` only detects slices that list their workers in
+$TPU_WORKER_HOSTNAMES, as on GKE). Elsewhere pass --coordinator_address, --num_processes and
+--process_id (and `--cpu_collectives=gloo` for CPU processes); `auto` then initialises.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "distributed",
     "auto",
     ["auto", "on", "off"],
-    "Call jax.distributed.initialize(): 'auto' does when coordinator flags are given or on a "
-    "multi-host Cloud TPU slice.",
+    "Call jax.distributed.initialize(): 'auto' does when --coordinator_address is given or "
+    "$TPU_WORKER_HOSTNAMES lists several workers (GKE); pass 'on' on Cloud TPU VM slices.",
 )
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
