@@ -34,6 +34,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -89,9 +90,29 @@ def time_round_robin(steps: dict[str, Callable], *args, windows: int, iters: int
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_layer(name, c_in, c_out, side, stride, *, impls, batch, windows, iters, seed=0):
+def make_fn(conv: Callable, part: str, stride: int) -> Callable:
+    """``fn(x, kernel, cotangent)`` computing ``part`` of a training step through ``conv``."""
+
+    def forward(x, kernel):
+        return conv(x, kernel, strides=(stride, stride), padding="SAME")
+
+    def step(x, kernel, cotangent):
+        # <y, cotangent> is linear in y: its gradient is exactly the VJP with `cotangent`.
+        objective = lambda x, k: jnp.vdot(forward(x, k), cotangent)  # noqa: E731
+        return jax.value_and_grad(objective, argnums=(0, 1))(x, kernel)
+
+    parts = {
+        "step": step,
+        "forward": lambda x, kernel, cotangent: forward(x, kernel),
+        "input-grad": lambda x, kernel, ct: jax.vjp(lambda x: forward(x, kernel), x)[1](ct),
+        "kernel-grad": lambda x, kernel, ct: jax.vjp(lambda k: forward(x, k), kernel)[1](ct),
+    }
+    return parts[part]
+
+
+def bench_layer(name, c_in, c_out, side, stride, *, impls, parts, batch, windows, iters):
     """Times every impl on one layer; checks they agree; returns rows for the table."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, side, side, c_in)), jnp.float32)
     fan_in = KERNEL * KERNEL * c_in
     kernel = jnp.asarray(
@@ -99,33 +120,30 @@ def bench_layer(name, c_in, c_out, side, stride, *, impls, batch, windows, iters
     )
     out_side = side * stride
     cotangent = jnp.asarray(rng.standard_normal((batch, out_side, out_side, c_out)), jnp.float32)
-    flops = 3 * forward_flops(batch=batch, side=side, c_in=c_in, c_out=c_out, kernel=KERNEL)
+    flops = forward_flops(batch=batch, side=side, c_in=c_in, c_out=c_out, kernel=KERNEL)
 
-    steps = {}
-    for impl, conv in impls.items():
-
-        def objective(x, kernel, cotangent, conv=conv):
-            # Linear in y, so its gradient is exactly the VJP with `cotangent`.
-            y = conv(x, kernel, strides=(stride, stride), padding="SAME")
-            return jnp.vdot(y, cotangent)
-
-        steps[impl] = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
-    results = {impl: step(x, kernel, cotangent) for impl, step in steps.items()}
-    seconds = time_round_robin(steps, x, kernel, cotangent, windows=windows, iters=iters)
-    rows = [
-        dict(layer=name, impl=impl, ms=s * 1e3, gflops=flops / s / 1e9)
-        for impl, s in seconds.items()
-    ]
-
-    # The timed functions must be the same function: compare value and grads with xla.
-    want = jax.tree.leaves(results["xla"])
-    for impl, got in results.items():
-        for g, w in zip(jax.tree.leaves(got), want, strict=True):
-            err = float(jnp.max(jnp.abs(g - w))) / float(jnp.max(jnp.abs(w)))
-            assert err < 1e-5, f"{name}: {impl} differs from xla by {err:.2g} (relative)"
-    base = rows[0]["ms"]
-    for row in rows:
-        row["speedup"] = base / row["ms"]
+    rows = []
+    for part in parts:
+        fns = {impl: jax.jit(make_fn(conv, part, stride)) for impl, conv in impls.items()}
+        seconds = time_round_robin(fns, x, kernel, cotangent, windows=windows, iters=iters)
+        part_flops = 3 * flops if part == "step" else flops
+        rows += [
+            dict(
+                layer=name,
+                part=part,
+                impl=impl,
+                ms=t * 1e3,
+                gflops=part_flops / t / 1e9,
+                speedup=seconds["xla"] / t,
+            )
+            for impl, t in seconds.items()
+        ]
+        # The timed functions must be the same function: compare with xla.
+        results = {impl: jax.tree.leaves(fn(x, kernel, cotangent)) for impl, fn in fns.items()}
+        for impl, got in results.items():
+            for g, w in zip(got, results["xla"], strict=True):
+                err = float(jnp.max(jnp.abs(g - w))) / float(jnp.max(jnp.abs(w)))
+                assert err < 1e-5, f"{name} {part}: {impl} differs from xla by {err:.2g}"
     return rows
 
 
@@ -135,32 +153,49 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=7, help="timed windows (median)")
     parser.add_argument("--iters", type=int, default=3, help="calls per window")
     parser.add_argument("--variants", action="store_true", help="also fused/split phases")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time forward, input gradient and kernel gradient separately",
+    )
     parser.add_argument("--json", type=str, default=None, help="write rows to this path")
     args = parser.parse_args()
 
     device = jax.devices()[0]
     print(
         f"jax {jax.__version__} | backend {jax.default_backend()} | device {device.device_kind}"
-        f" x{jax.device_count()} | {platform.processor() or platform.machine()}"
+        f" | {platform.machine()} | load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"batch {args.batch}, median of {args.windows} windows x {args.iters} steps")
-    print(f"{'layer':26s} {'impl':12s} {'ms/step':>9s} {'GFLOP/s':>8s} {'speed-up':>8s}")
+    print(f"batch {args.batch}, median of {args.windows} windows x {args.iters} calls")
+    header = f"{'layer':25s} {'part':11s} {'impl':11s} {'ms':>9s} {'GFLOP/s':>8s} {'speed-up':>8s}"
+    print(header)
     impls = implementations(args.variants)
+    parts = ["step", "forward", "input-grad", "kernel-grad"] if args.parts else ["step"]
     all_rows = []
     for spec in DCGAN_LAYERS:
         rows = bench_layer(
-            *spec, impls=impls, batch=args.batch, windows=args.windows, iters=args.iters
+            *spec,
+            impls=impls,
+            parts=parts,
+            batch=args.batch,
+            windows=args.windows,
+            iters=args.iters,
         )
         for r in rows:
             print(
-                f"{r['layer']:26s} {r['impl']:12s} {r['ms']:9.2f} {r['gflops']:8.1f}"
-                f" {r['speedup']:7.2f}x",
+                f"{r['layer']:25s} {r['part']:11s} {r['impl']:11s} {r['ms']:9.2f}"
+                f" {r['gflops']:8.1f} {r['speedup']:7.2f}x",
                 flush=True,
             )
         all_rows += rows
-    totals = {impl: sum(r["ms"] for r in all_rows if r["impl"] == impl) for impl in impls}
+    steps = [r for r in all_rows if r["part"] == "step"]
+    totals = {impl: sum(r["ms"] for r in steps if r["impl"] == impl) for impl in impls}
     for impl, ms in totals.items():
-        print(f"{'all three layers':26s} {impl:12s} {ms:9.2f} {'':8s} {totals['xla'] / ms:7.2f}x")
+        print(
+            f"{'all three layers':25s} {'step':11s} {impl:11s} {ms:9.2f} {'':8s}"
+            f" {totals['xla'] / ms:7.2f}x"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=str(device), batch=args.batch, rows=all_rows), f, indent=1)
