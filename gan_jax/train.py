@@ -321,7 +321,9 @@ def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[s
         data_seed=config.dataset_seed,
     )
     result.update(step=step, model=config.model)
-    scalars = {f"eval/{k}": v for k, v in result.items() if isinstance(v, int | float)}
+    scalars = {
+        f"eval/{k}": v for k, v in result.items() if isinstance(v, int | float) and k != "step"
+    }
     writer.write(step, scalars)
     path = log_dir / EVAL_DIR / f"step_{step}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

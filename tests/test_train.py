@@ -75,8 +75,22 @@ def _digest(directory) -> dict[str, str]:
 # A whole run.
 
 
-def test_tiny_run_writes_everything(tmp_path, capsys):
-    config = _config(sample_every=8, keep_checkpoints=2)
+def test_tiny_run_writes_everything(tmp_path, capsys, monkeypatch):
+    # The final evaluation with a stand-in for the feature-network scores (tested elsewhere).
+    from gan_jax import evaluate
+
+    evaluations = []
+
+    def fake_evaluate(sample_fn, *, dataset, num_samples, pixel_range, data_dir, data_seed):
+        images = np.asarray(sample_fn(jax.random.key(0), 5))
+        evaluations.append((images.shape, float(images.min()), float(images.max())))
+        assert (dataset, num_samples, pixel_range) == ("mnist", 7, "unit")
+        return {"fid": 1.5, "dataset": dataset}
+
+    monkeypatch.setattr(evaluate, "evaluate_generator", fake_evaluate)
+    monkeypatch.setattr(evaluate, "format_table", lambda result: "table")
+
+    config = _config(sample_every=8, keep_checkpoints=2, eval_at_end=True, eval_num_samples=7)
     workdir = tmp_path / "run"
     state = train_and_evaluate(config, workdir)
     assert int(state.step) == 12
@@ -86,6 +100,8 @@ def test_tiny_run_writes_everything(tmp_path, capsys):
     support.assert_bitwise_equal(support.restore(workdir, config), jax.device_get(state))
 
     records = writers.read_metrics(workdir / "metrics.jsonl")
+    assert records[-1] == {"step": 12, "eval/fid": 1.5}
+    records = records[:-1]
     assert [r["step"] for r in records] == [4, 8, 12]
     for record in records:
         assert record.keys() >= METRIC_KEYS
@@ -110,12 +126,21 @@ def test_tiny_run_writes_everything(tmp_path, capsys):
     with Image.open(workdir / "loss_curves.png") as plot:
         assert plot.size[0] > 100
     assert f"samples: {workdir / 'images' / grids[-1]}" in capsys.readouterr().out
+    (shape, low, high), *more = evaluations
+    assert shape == (5, 28, 28, 1) and 0.0 <= low < high <= 1.0 and not more
+    assert json.loads((workdir / "eval" / "step_12.json").read_text()) == {
+        "fid": 1.5,
+        "dataset": "mnist",
+        "step": 12,
+        "model": "seed_mlp",
+    }
 
     # Rerunning the finished run trains nothing and keeps the log as it is.
     before = (workdir / "metrics.jsonl").read_text()
     again = train_and_evaluate(config, workdir)
     assert int(again.step) == 12
     assert (workdir / "metrics.jsonl").read_text() == before
+    assert len(evaluations) == 1
     assert support.committed_steps(workdir) == [8, 12]
 
 
