@@ -189,9 +189,10 @@ def conv_transpose_phase(
       output (1.44x); for kernel 4, 9 instead of 4 (2.25x).
 
     Thin convolutions use a CPU badly, so ``None`` fuses when ``C_out <
-    FUSE_BELOW_FEATURES`` (16): measured on 2 CPU cores, batch 256, 5x5, stride 2, the fused
-    layout is about 3x faster than split for 1 output channel and split about 1.3-2x faster
-    for 32-64; they tie near 16 (experiments/bench_conv_transpose.py ``--variants``).
+    FUSE_BELOW_FEATURES`` (16): measured on 2 CPU cores, batch 256, 5x5, stride 2,
+    forward+backward, the fused layout is 3-4x faster than split for 1 output channel and
+    split 1.3-2x faster for 32-64; they tie near 16 (experiments/bench_conv_transpose.py
+    ``--variants``).
 
     Args:
       x: ``(N, *spatial, C_in)``.
@@ -388,9 +389,10 @@ def resolve_impl(
     when an explicit padding entry is negative (any backend); otherwise ``"xla"``.
 
     - Stride 1: both paths are the same single stride-1 convolution, so Flax's path stays.
-    - CPU: measured here (experiments/bench_conv_transpose.py): for the DCGAN generator's
-      stride-2 layers, forward+backward is several times faster by phases, because XLA's
-      kernel gradient of an ``lhs_dilation`` convolution is very slow.
+    - CPU: measured here (experiments/bench_conv_transpose.py): forward+backward of the DCGAN
+      generator's 128->64 stride-2 layer is about 10x faster by phases (its kernel gradient
+      20x), and the 64->1 layer about equal; XLA's kernel gradient of an ``lhs_dilation``
+      convolution is the slow part, and slowest with many output channels.
     - GPU: not measured in this project. The slow path is XLA's lowering of the dilated
       convolution and its gradient, reported on CUDA too (jax-ml/jax issues 23783, 31662),
       while the phase path is plain stride-1 convolutions plus a transpose, which cuDNN runs
