@@ -31,7 +31,7 @@ from gan_jax.evaluation import classifier, reference
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
 
-# Metrics in the order the table prints them; higher is better for the starred ones.
+# (result key, table label, which direction is better), in the order the table prints them.
 _TABLE_ROWS = (
     ("fid", "FID", "lower"),
     ("kid", "KID", "lower"),
@@ -186,20 +186,24 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def load_run_config(workdir: str | pathlib.Path, step: int | None = None):
-    """The run's config: `<workdir>/config.json`, else the one saved with the checkpoint."""
+    """The config a checkpoint was saved with, else the run's `<workdir>/config.json`.
+
+    The checkpoint's copy comes first: a resumed run rewrites config.json, and the checkpoint's
+    config is the one that produced that step's parameters.
+    """
     import ml_collections  # noqa: PLC0415
 
     from gan_jax import checkpointing  # noqa: PLC0415
 
-    path = pathlib.Path(workdir) / "config.json"
-    if path.exists():
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
         saved = reader.restore_config(step)
+    path = pathlib.Path(workdir) / "config.json"
+    if saved is None and path.exists():
+        saved = json.loads(path.read_text())
     if saved is None:
         raise FileNotFoundError(
-            f"No config for the run in {workdir}: neither {path} nor a config saved with its "
-            "checkpoint."
+            f"No config for the run in {workdir}: neither a config saved with its checkpoint "
+            f"nor {path}."
         )
     return ml_collections.ConfigDict(saved)
 
