@@ -9,11 +9,14 @@ multiples of their intervals.
 Exact resume: the state holds every array that changes during training, the batch of step s and
 the noise of step s are pure functions of (config.seed, s), so a run killed and resumed from the
 checkpoint at step N ends bitwise identical to one that never stopped (tests/test_train_resume.py
-checks this for both model families, after SIGTERM and after SIGKILL). Where a run splits its
-steps into dispatches is a function of the step and the config only (`_dispatch_length`); on CPU
-the result is also bitwise the same for any split (a k-step `lax.scan` computes what k one-step
-calls do), which tests check too. A resumed run must keep the config: schedules other than
-"constant" depend on `num_steps`; a resume logs every key that differs from the checkpoint's.
+checks this for both model families, after SIGTERM and after SIGKILL, through the CLI). It also
+needs the same dispatches: how XLA compiles a k-step dispatch may change the last bit of a result
+(when gan_jax.fused unrolls the steps, as it does for convolutions on CPU, the dcgan's 8 steps as
+one dispatch and as 4 + 4 differ by one ulp; scanned steps agree), so dispatch boundaries lie on
+a grid fixed by the config
+(`_dispatch_length`), never on where a run happened to start. Keep `steps_per_dispatch` and the
+intervals when resuming; a resume logs every config key that differs from the checkpoint's
+(`num_steps` also changes learning-rate schedules other than "constant").
 
 SIGTERM (TPU VM preemption) and SIGINT (Ctrl-C) finish the dispatch in flight, save a checkpoint
 at that step and return normally; a second SIGINT raises KeyboardInterrupt at once. In a
@@ -136,12 +139,16 @@ def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int) -> tuple[
 
 
 def _dispatch_length(step: int, config: ml_collections.ConfigDict) -> int:
-    """Steps until the next log/sample/checkpoint/eval boundary, capped at steps_per_dispatch.
+    """Steps from `step` to the next dispatch boundary.
 
-    A function of the step and the config only, so a resumed run splits its steps as a run that
-    never stopped does.
+    The boundaries are the multiples of steps_per_dispatch and of every interval (log, sample,
+    checkpoint, eval), and num_steps: a grid fixed by the config, whatever step a run started
+    from. So a run resumed from any checkpoint (or stopped by a signal, always on a boundary)
+    makes the same dispatches as a run that never stopped, even one with another num_steps.
     """
-    length = min(config.steps_per_dispatch, config.num_steps - step)
+    length = min(
+        config.steps_per_dispatch - step % config.steps_per_dispatch, config.num_steps - step
+    )
     for interval in (
         config.log_every,
         config.sample_every,

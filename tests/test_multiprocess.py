@@ -4,8 +4,8 @@ The two processes run the real command with --coordinator_address/--num_processe
 on one shared workdir. Process 1 alone gets SIGTERM at step 8 (a preemption notice reaching one
 host of a slice): both must stop at the same step, save checkpoint 8 together and exit 0. The same
 command then resumes both to step 16. The checkpoints must equal those of one process with 4
-devices (to 1e-5 relative; they differ in the last bit, see below), and only process 0 may have
-written logs.
+devices running the same command without the distributed flags (to 1e-5 relative: they differ in
+the last bit, see below), and only process 0 may have written logs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import signal
 
 import pytest
 
-from gan_jax.train import train_and_evaluate
 from tests import test_train_support as support
 
 pytestmark = pytest.mark.slow
@@ -52,19 +51,20 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     support.ensure_mnist()
     workdir = tmp_path / "multi"
     pause = tmp_path / "paused"
+    single = tmp_path / "single"
+    # The reference, meanwhile: one process with 4 CPU devices, the same command.
+    reference = support.start(
+        support.cli_args("seed_mlp", single, **RUN), support.env_for(4), tmp_path / "single.txt"
+    )
     procs = _start_pair(workdir, tmp_path, "first", pause_process_1=pause)
     try:
-        # Meanwhile, the reference: one process (this one: 4 forced CPU devices), same config.
-        config = support.experiment_config("seed_mlp", **RUN)
-        single = tmp_path / "single"
-        state = train_and_evaluate(config, single)
-        assert int(state.step) == 16
-
+        # Signal at once: meanwhile process 0 waits in a collective for process 1.
         support.wait_until(pause.exists, procs[1], "process 1 at step 8")
         support.send(procs[1], signal.SIGTERM)  # process 1 only
         codes, logs = _finish_pair(procs)
+        assert support.finish(reference) == 0, support.tail(reference)
     finally:
-        for proc in procs:
+        for proc in [*procs, reference]:
             if proc.poll() is None:
                 proc.kill()
     assert codes == [0, 0], logs
@@ -77,6 +77,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     assert support.committed_steps(workdir) == [8, 12, 16]
     assert support.committed_steps(single) == [12, 16]
 
+    config = support.experiment_config("seed_mlp", **RUN)
     for step in (12, 16):
         errors = support.max_relative_error(
             support.restore(workdir, config, step), support.restore(single, config, step)
