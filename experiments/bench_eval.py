@@ -17,7 +17,7 @@ lists): for each metric, training images scored against the test split.
 Measured on the project's 2-core CPU (jax 0.10.2) while other jobs kept the load average at 5-8,
 so a quiet machine is faster; warm evaluation of 10,000 dcgan samples, best of 3:
 
-    total 36.2 s = sampling 30.3 s + feature network 2.1 s + metrics 6.8 s (the breakdown runs)
+    36.2 s in all; timed one by one: sampling 30.3 s, feature network 2.1 s, metrics 6.8 s
 
 The generator's forward pass (~166 MFLOP per image, 1.7 TFLOP for 10,000) is most of it; the
 evaluation's own work (features, FID, KID, precision/recall, scores) is under 10 s. At load
