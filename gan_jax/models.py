@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gan_jax import config as config_lib
+from gan_jax import layers
 
 PIXEL_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
@@ -49,17 +50,20 @@ def _condition_latent(z: jax.Array, labels: jax.Array | None, num_classes: int) 
     return jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
 
 
-def _projection_logit(
-    features: jax.Array, labels: jax.Array | None, num_classes: int, dtype: Any
-) -> jax.Array:
-    """Logit = linear(features) [+ <embed(label), features>] (projection discriminator)."""
-    logit = nn.Dense(1, dtype=dtype, name="logit")(features)[:, 0]
+def _projection_logit(features: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:
+    """Logit = linear(features) [+ <embed(label), features>] (projection discriminator).
+
+    Always in float32, whatever the compute dtype: one output per image costs nothing, and a
+    bf16 logit (8 bits of mantissa) would round the losses and their gradients coarsely.
+    """
+    features = features.astype(jnp.float32)
+    logit = nn.Dense(1, dtype=jnp.float32, name="logit")(features)[:, 0]
     if num_classes > 0:
         if labels is None:
             raise ValueError("a conditional discriminator (config.num_classes > 0) needs labels")
         embedding = nn.Embed(num_classes, features.shape[-1], name="label_projection")(labels)
-        logit = logit + jnp.sum(embedding.astype(features.dtype) * features, axis=-1)
-    return logit.astype(jnp.float32)
+        logit = logit + jnp.sum(embedding.astype(jnp.float32) * features, axis=-1)
+    return logit
 
 
 class MLPGenerator(nn.Module):
@@ -97,7 +101,7 @@ class MLPDiscriminator(nn.Module):
         del train
         h = images.reshape((images.shape[0], -1))
         h = nn.relu(nn.Dense(self.width, dtype=self.dtype)(h))
-        return _projection_logit(h, labels, self.num_classes, self.dtype)
+        return _projection_logit(h, labels, self.num_classes)
 
 
 class DCGANGenerator(nn.Module):
@@ -113,7 +117,9 @@ class DCGANGenerator(nn.Module):
     num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
-    conv_transpose: Callable[..., nn.Module] = nn.ConvTranspose
+    # Same function, parameter names and shapes as nn.ConvTranspose; on CPU/GPU the stride-2
+    # layers run as phase-decomposed convolutions, whose gradients XLA computes far faster.
+    conv_transpose: Callable[..., nn.Module] = layers.ConvTranspose
 
     @nn.compact
     def __call__(
@@ -169,7 +175,7 @@ class DCGANDiscriminator(nn.Module):
         h = _leaky_relu(nn.Conv(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
         h = _leaky_relu(nn.Conv(2 * self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
         h = h.reshape((h.shape[0], -1))
-        return _projection_logit(h, labels, self.num_classes, self.dtype)
+        return _projection_logit(h, labels, self.num_classes)
 
 
 def build_models(config: ml_collections.ConfigDict) -> Models:

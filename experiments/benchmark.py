@@ -1,0 +1,472 @@
+"""Training throughput of the fixed benchmark workloads, against this machine's matmul rate.
+
+Launch (CPU, 2 cores: about 3 minutes for the default workloads):
+
+    python experiments/benchmark.py
+    python experiments/benchmark.py --workloads=seed_mlp,dcgan,dcgan_bf16,dcgan_xla,wgan_gp
+    python experiments/benchmark.py --json /tmp/bench.json --windows 9
+
+Workloads (definitions in DESIGN.md, "Benchmark workloads"; Adam 2e-4, b1 0.5, EMA on as in the
+default config, non-saturating loss unless stated):
+
+    seed_mlp    batch 128, G z(100) -> 128 ReLU -> 784 sigmoid, D 784 -> 128 ReLU -> 1
+    dcgan       batch 256, the MNIST DCGAN (gan_jax.models.DCGANGenerator / Discriminator)
+    dcgan_bf16  dcgan with config.compute_dtype = "bfloat16" (f32 params and Adam, bf16 compute)
+    dcgan_xla   dcgan with Flax's own nn.ConvTranspose in the generator (the pre-phase baseline)
+    wgan_gp     dcgan, batch 64, Wasserstein loss, gradient penalty 10, 5 critic updates a step
+
+What is timed is the training step exactly as `gan_jax.train` runs it: `fused.fused_train_step`
+(k steps per dispatch by `lax.scan`, batches gathered on device from a device-resident uint8
+split) under `jax.jit` + `jax.shard_map` on a one-device mesh, the state donated. The split is
+synthetic uint8 noise of MNIST's size (60,000 x 28 x 28 x 1), so no download is needed; the
+model does the same work on any pixels. After a warm-up (compilation plus two dispatches) the
+script times `--windows` windows, each of enough dispatches to last `--min_window_s`, each
+synchronised by `block_until_ready` on the state, and reports the median. Images/s counts real
+images consumed: batch_size x steps / seconds.
+
+FLOPs per image per step: the analytic count of the model's multiply-adds (x2), per layer, in the
+standard formulation (see `Layer`), for the passes the step actually runs:
+
+    G forward                                  once (its VJP is kept and reused)
+    D forward on real and fake                 2 x D
+    D backward for its params, real and fake   weight grads of every layer; input grads of
+                                               every layer but the first (images are data)
+    D forward on the fake, for the G update    1 x D (the discriminator has just moved)
+    D backward to its input, for the G update  input grads of every layer (no weight grads)
+    G backward                                 weight grads of every layer; input grads of
+                                               every layer but the first (z is data)
+
+A weight gradient and an input gradient each cost what the forward pass costs. This gives 1.86
+MFLOP per image for seed_mlp and 0.472 GFLOP for dcgan, DESIGN's "about 1.9 MFLOP" and "about
+0.5 GFLOP". The rule of thumb "backward = 2 x forward, G + 2 D, per image" gives 1.88 MFLOP and
+0.435 GFLOP: it ignores the generator update's extra D pass and counts the input gradients of
+the first layers that nobody needs; the two errors nearly cancel for seed_mlp but not for dcgan.
+Elementwise work (activations, BatchNorm, Adam, the EMA) is not counted; nor are the zeros that
+XLA's dilated transposed convolution multiplies, or the zero taps of the phase layout: GFLOP/s
+is useful work per second. For wgan_gp the count adds n_critic - 1 further D updates and, for
+the gradient penalty, an estimate of 4 x D per critic update (forward and input-gradient on the
+interpolates, then their gradient w.r.t. the params, about twice that again): an estimate only.
+
+The reference rate is a 2048 x 2048 `jnp.matmul` in f32 (and bf16), default precision, median of
+the same kind of windows, measured in the same run; `vs matmul` is achieved GFLOP/s over the f32
+matmul's. Everything here runs unchanged on GPU and TPU (first device of the default backend).
+
+CPU notes (2-core AMD EPYC, JAX 0.10.2; see the README's table): XLA:CPU runs each op on its own
+Eigen/thunk thread pool sized to the cores; `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false` made
+dcgan about 1.7x slower, so leave it on. `--xla_cpu_use_thunk_runtime` is on by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gan_jax import config as config_lib
+from gan_jax import data, fused, optim, parallel
+from gan_jax import models as models_lib
+from gan_jax.state import create_train_state
+
+MNIST_SHAPE = (60_000, 28, 28, 1)
+DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan_bf16")
+
+
+# ------------------------------------------------------------------------------------------------
+# Workloads
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    config: ml_collections.ConfigDict
+    steps_per_dispatch: int
+    description: str
+    xla_conv_transpose: bool = False  # swap the generator's ConvTranspose for Flax's own
+
+
+def _base_config(model: str, batch_size: int, width: int) -> ml_collections.ConfigDict:
+    config = config_lib.get_default_config()
+    config.model = model
+    config.batch_size = batch_size
+    config.latent_dim = 100
+    config.image_shape = (28, 28, 1)
+    config.g_width = config.d_width = width
+    config.num_steps = 10**6  # only schedules read it; the benchmark's are constant
+    return config
+
+
+def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
+    """The named benchmark workload; `steps_per_dispatch` overrides its default k."""
+    if name == "seed_mlp":
+        config, k, text = _base_config("seed_mlp", 128, 128), 50, "MLP GAN, batch 128"
+    elif name in ("dcgan", "dcgan_bf16", "dcgan_xla"):
+        config, k, text = _base_config("dcgan", 256, 64), 5, "DCGAN, batch 256"
+        if name == "dcgan_bf16":
+            config.compute_dtype = "bfloat16"
+            text += ", bf16 compute"
+        if name == "dcgan_xla":
+            text += ", Flax ConvTranspose"
+    elif name == "wgan_gp":
+        config, k = _base_config("dcgan", 64, 64), 5
+        config.loss, config.gp_weight, config.n_critic = "wasserstein", 10.0, 5
+        text = "DCGAN WGAN-GP, batch 64, 5 critic updates"
+    else:
+        raise ValueError(f"unknown workload {name!r}")
+    config_lib.validate_config(config)
+    return Workload(
+        name=name,
+        config=config,
+        steps_per_dispatch=steps_per_dispatch or k,
+        description=text,
+        xla_conv_transpose=name == "dcgan_xla",
+    )
+
+
+def build_models(wl: Workload) -> models_lib.Models:
+    models = models_lib.build_models(wl.config)
+    if wl.xla_conv_transpose:
+        models = models._replace(generator=models.generator.clone(conv_transpose=nn.ConvTranspose))
+    return models
+
+
+# ------------------------------------------------------------------------------------------------
+# FLOP count
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One linear layer of a network, by its multiply-adds per image in the standard form.
+
+    dense:          in * out
+    conv:           H_out * W_out * k * k * C_in * C_out
+    conv_transpose: H_in * W_in * k * k * C_in * C_out (every input pixel meets every tap once;
+                    equal to the conv it is the transpose of)
+    """
+
+    name: str
+    macs: int
+
+
+def dense(name: str, n_in: int, n_out: int) -> Layer:
+    return Layer(name, n_in * n_out)
+
+
+def conv(name: str, out_side: int, k: int, c_in: int, c_out: int) -> Layer:
+    return Layer(name, out_side * out_side * k * k * c_in * c_out)
+
+
+def conv_transpose(name: str, in_side: int, k: int, c_in: int, c_out: int) -> Layer:
+    return Layer(name, in_side * in_side * k * k * c_in * c_out)
+
+
+def network_layers(config: ml_collections.ConfigDict) -> tuple[list[Layer], list[Layer]]:
+    """(generator layers, discriminator layers) of the config's model, in forward order."""
+    latent, (h, w, c) = config.latent_dim, tuple(config.image_shape)
+    if h != w:
+        raise ValueError("the FLOP count assumes square images")
+    pixels = h * w * c
+    if config.model == "seed_mlp":
+        g = [dense("G dense 1", latent, config.g_width), dense("G dense 2", config.g_width, pixels)]
+        d = [dense("D dense 1", pixels, config.d_width), dense("D logit", config.d_width, 1)]
+        return g, d
+    if config.model == "dcgan":
+        gw, dw, base = config.g_width, config.d_width, h // 4
+        g = [
+            dense("G dense", latent, base * base * 4 * gw),
+            conv_transpose("G convT 1 (s1)", base, 5, 4 * gw, 2 * gw),
+            conv_transpose("G convT 2 (s2)", base, 5, 2 * gw, gw),
+            conv_transpose("G convT 3 (s2)", 2 * base, 5, gw, c),
+        ]
+        d = [
+            conv("D conv 1 (s2)", h // 2, 5, c, dw),
+            conv("D conv 2 (s2)", h // 4, 5, dw, 2 * dw),
+            dense("D logit", (h // 4) * (h // 4) * 2 * dw, 1),
+        ]
+        return g, d
+    raise ValueError(f"no FLOP count for model {config.model!r}")
+
+
+def flops_per_image(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """FLOPs per real image per training step, by pass (see the module docstring)."""
+    g, d = network_layers(config)
+    g_fwd, d_fwd = sum(x.macs for x in g), sum(x.macs for x in d)
+    d_in_grads_wo_first = sum(x.macs for x in d[1:])
+    g_in_grads_wo_first = sum(x.macs for x in g[1:])
+    passes = {
+        "G forward": g_fwd,
+        "D forward, real + fake": 2 * d_fwd,
+        "D backward for params, real + fake": 2 * (d_fwd + d_in_grads_wo_first),
+        "D forward on fake (G update)": d_fwd,
+        "D backward to input (G update)": d_fwd,
+        "G backward": g_fwd + g_in_grads_wo_first,
+    }
+    extra_critic = config.n_critic - 1
+    if extra_critic:  # each further critic update: a G forward and a D update
+        passes["further critic updates"] = extra_critic * (
+            g_fwd + 2 * d_fwd + 2 * (d_fwd + d_in_grads_wo_first)
+        )
+    if config.gp_weight > 0:
+        passes["gradient penalty (estimate)"] = config.n_critic * 4 * d_fwd
+    if config.r1_weight > 0:
+        passes["R1 penalty (estimate)"] = config.n_critic * 4 * d_fwd
+    return {name: 2.0 * macs for name, macs in passes.items()}
+
+
+def rule_of_thumb_flops(config: ml_collections.ConfigDict) -> float:
+    """3 x (G + 2 D) forward FLOPs: the common 'backward = 2 x forward' estimate."""
+    g, d = network_layers(config)
+    return 2.0 * 3 * (sum(x.macs for x in g) + 2 * sum(x.macs for x in d))
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing
+
+
+class Timed:
+    """Something to time: `run()` does one unit of work and blocks until it is done."""
+
+    def __init__(self, run: Callable[[], object], min_window_s: float, max_calls: int = 10_000):
+        self.run = run
+        start = time.perf_counter()
+        run()
+        one = max(time.perf_counter() - start, 1e-6)
+        # Calls per window: enough for one window to last min_window_s, judged from one call.
+        self.calls = max(1, min(max_calls, math.ceil(min_window_s / one)))
+        self.seconds: list[float] = []  # per call, one entry per window
+
+    def window(self) -> None:
+        start = time.perf_counter()
+        for _ in range(self.calls):
+            self.run()
+        self.seconds.append((time.perf_counter() - start) / self.calls)
+
+
+def time_round_robin(timed: dict[str, Timed], windows: int) -> None:
+    """Times `windows` windows of each entry, taking turns window by window, so that load from
+    other processes on a shared machine falls on all of them alike."""
+    for _ in range(windows):
+        for entry in timed.values():
+            entry.window()
+
+
+def matmul_timed(dtype: str, *, device: jax.Device, min_window_s: float, n: int = 2048) -> Timed:
+    """An n x n jnp.matmul in `dtype` (default precision) on `device`, compiled and warm."""
+    rng = np.random.default_rng(0)
+    a = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), dtype), device)
+    b = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), dtype), device)
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))  # compile
+    return Timed(lambda: jax.block_until_ready(matmul(a, b)), min_window_s)
+
+
+def synthetic_split(device_mesh: jax.sharding.Mesh) -> tuple[jax.Array, jax.Array]:
+    """Uniform uint8 noise of MNIST's size and random labels, replicated on the mesh."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, MNIST_SHAPE, dtype=np.uint8)
+    labels = rng.integers(0, 10, MNIST_SHAPE[0], dtype=np.int32)
+    sharding = jax.sharding.NamedSharding(device_mesh, jax.sharding.PartitionSpec())
+    return data.to_device(images, labels, sharding=sharding)
+
+
+class WorkloadRun:
+    """The fused training step of one workload on `device`, compiled and warm, with its state."""
+
+    def __init__(self, wl: Workload, *, device: jax.Device, min_window_s: float):
+        self.workload = wl
+        config, k = wl.config, wl.steps_per_dispatch
+        mesh = parallel.data_mesh([device])
+        models = build_models(wl)
+        optimizers = optim.build_optimizers(config)
+        init_key, self.train_key = jax.random.split(jax.random.key(config.seed))
+        state = create_train_state(init_key, config, models=models, optimizers=optimizers)
+        self.state = parallel.replicate_on_mesh(state, mesh)
+        self.images, self.labels = synthetic_split(mesh)
+        self.step_k = fused.fused_train_step(
+            models=models, optimizers=optimizers, config=config, mesh=mesh, num_steps=k
+        )
+        self.metrics = None
+        start = time.perf_counter()
+        self.run()  # compile
+        self.compile_s = time.perf_counter() - start
+        self.run()  # warm caches and thread pools
+        self.timed = Timed(self.run, min_window_s)
+
+    def run(self) -> None:
+        self.state, self.metrics = self.step_k(self.state, self.images, self.labels, self.train_key)
+        jax.block_until_ready(self.state)
+
+    def result(self) -> dict[str, object]:
+        wl, config, k = self.workload, self.workload.config, self.workload.steps_per_dispatch
+        times = self.timed.seconds
+        finite = all(bool(np.all(np.isfinite(np.asarray(v)))) for v in self.metrics.values())
+        seconds_per_step = statistics.median(times) / k
+        images_per_s = config.batch_size / seconds_per_step
+        by_pass = flops_per_image(config)
+        flops = sum(by_pass.values())
+        return {
+            "workload": wl.name,
+            "description": wl.description,
+            "batch_size": config.batch_size,
+            "compute_dtype": config.compute_dtype,
+            "steps_per_dispatch": k,
+            "dispatches_per_window": self.timed.calls,
+            "windows": len(times),
+            "compile_s": self.compile_s,
+            "ms_per_step": seconds_per_step * 1e3,
+            "ms_per_step_windows": [t / k * 1e3 for t in times],
+            "images_per_s": images_per_s,
+            "images_per_s_min": config.batch_size * k / max(times),
+            "images_per_s_max": config.batch_size * k / min(times),
+            "flops_per_image": flops,
+            "flops_per_image_by_pass": by_pass,
+            "flops_per_image_rule_of_thumb": rule_of_thumb_flops(config),
+            "gflops": flops * images_per_s / 1e9,
+            "metrics_finite": finite,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def _format_flops(flops: float) -> str:
+    if flops >= 1e9:
+        return f"{flops / 1e9:.3f} G"
+    return f"{flops / 1e6:.2f} M"
+
+
+def markdown_table(rows: Sequence[dict[str, object]], matmul_f32: float) -> str:
+    lines = [
+        "| workload | batch | k | images/s (median) | min–max | FLOP/image | GFLOP/s "
+        "| vs f32 matmul |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['batch_size']} | {r['steps_per_dispatch']} "
+            f"| {r['images_per_s']:,.0f} "
+            f"| {r['images_per_s_min']:,.0f}–{r['images_per_s_max']:,.0f} "
+            f"| {_format_flops(r['flops_per_image'])} | {r['gflops']:.1f} "
+            f"| {r['gflops'] / matmul_f32:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_description(device: jax.Device) -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "backend": jax.default_backend(),
+        "device": str(device),
+        "device_kind": device.device_kind,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average": load,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help="comma-separated: seed_mlp, dcgan, dcgan_bf16, dcgan_xla, wgan_gp",
+    )
+    parser.add_argument(
+        "--steps_per_dispatch", type=int, default=0, help="k for every workload (0: its default)"
+    )
+    parser.add_argument("--windows", type=int, default=7, help="timed windows (>= 5; median)")
+    parser.add_argument("--min_window_s", type=float, default=2.0, help="seconds per window")
+    parser.add_argument("--json", default=None, help="also write the results to this path")
+    args = parser.parse_args(argv)
+    if args.windows < 5:
+        parser.error("--windows must be at least 5")
+
+    device = jax.devices()[0]
+    machine = machine_description(device)
+    print(
+        f"jax {machine['jax']} | backend {machine['backend']} | device {machine['device_kind']} "
+        f"({device}) | cpu {machine['cpu']} x{machine['cpu_count']} "
+        f"| load {machine['load_average']}",
+        flush=True,
+    )
+    n = 2048
+    timed = {
+        f"matmul_{dtype}": matmul_timed(dtype, device=device, min_window_s=args.min_window_s, n=n)
+        for dtype in ("float32", "bfloat16")
+    }
+    runs = {}
+    for name in args.workloads.split(","):
+        wl = workload(name.strip(), steps_per_dispatch=args.steps_per_dispatch or None)
+        runs[wl.name] = WorkloadRun(wl, device=device, min_window_s=args.min_window_s)
+        timed[wl.name] = runs[wl.name].timed
+        print(f"compiled {wl.name} in {runs[wl.name].compile_s:.1f} s", flush=True)
+    time_round_robin(timed, args.windows)
+
+    matmul = {
+        dtype: 2 * n**3 / statistics.median(timed[f"matmul_{dtype}"].seconds) / 1e9
+        for dtype in ("float32", "bfloat16")
+    }
+    print(
+        f"{n}^2 matmul: f32 {matmul['float32']:.1f} GFLOP/s, bf16 {matmul['bfloat16']:.1f} GFLOP/s",
+        flush=True,
+    )
+    rows = []
+    for name, run in runs.items():
+        row = run.result()
+        row["vs_matmul_f32"] = row["gflops"] / matmul["float32"]
+        rows.append(row)
+        print(
+            f"{name:11s} {row['images_per_s']:>10,.0f} images/s  {row['ms_per_step']:8.2f} ms/step"
+            f"  {row['gflops']:7.1f} GFLOP/s  {row['vs_matmul_f32']:6.1%} of f32 matmul"
+            f"  (k={row['steps_per_dispatch']}, {row['compute_dtype']})",
+            flush=True,
+        )
+        if not row["metrics_finite"]:
+            print(f"warning: {name} produced non-finite metrics", flush=True)
+    table = markdown_table(rows, matmul["float32"])
+    print()
+    print(table)
+    machine["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result = {
+        "machine": machine,
+        "matmul_gflops": matmul,
+        "windows": args.windows,
+        "min_window_s": args.min_window_s,
+        "rows": rows,
+        "table": table,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
