@@ -22,7 +22,7 @@ def get_config():
     config.batch_size = 128
     config.num_steps = 1200
     config.ema_decay = 0.995
-    config.steps_per_dispatch = 20
+    config.steps_per_dispatch = 5  # on CPU conv steps are unrolled (gan_jax/fused.py): keep k small
     config.log_every = 20
     config.sample_every = 200
     config.checkpoint_every = 200
