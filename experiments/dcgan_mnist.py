@@ -1,6 +1,6 @@
 """DCGAN on MNIST, non-saturating loss: the project's default run.
 
-Launch (on 2 CPU cores this takes about 10 minutes, data preparation included):
+Launch (target: 10 minutes on 2 idle CPU cores, data preparation included):
 
     python -m gan_jax.main --config experiments/dcgan_mnist.py --workdir workdirs/dcgan_mnist
 
