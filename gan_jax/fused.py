@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.extend
+import jax.numpy as jnp
 import ml_collections
 from jax import lax
 from jax.sharding import Mesh
@@ -129,7 +130,15 @@ def multi_step(
 
     if unroll is None:
         unroll = _unroll_on_cpu(body, state, backend)
-    return lax.scan(body, state, length=num_steps, unroll=bool(unroll))
+    if not unroll:
+        return lax.scan(body, state, length=num_steps)
+    # Straight-line code, not lax.scan(unroll=True): that keeps a one-trip while loop when
+    # num_steps == 1, and XLA:CPU then leaves it (and its convolutions) as it is.
+    all_metrics = []
+    for _ in range(num_steps):
+        state, metrics = body(state, None)
+        all_metrics.append(metrics)
+    return state, jax.tree.map(lambda *m: jnp.stack(m), *all_metrics)
 
 
 def fused_train_step(
