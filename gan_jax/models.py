@@ -12,6 +12,7 @@ images in one concatenated call; keep that property (or change the step) when ad
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax.linen.dtypes import promote_dtype
+from jax import lax
 
 from gan_jax import config as config_lib
 from gan_jax import layers
@@ -64,6 +67,94 @@ def _projection_logit(features: jax.Array, labels: jax.Array | None, num_classes
         embedding = nn.Embed(num_classes, features.shape[-1], name="label_projection")(labels)
         logit = logit + jnp.sum(embedding.astype(jnp.float32) * features, axis=-1)
     return logit
+
+
+def _conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], pads: Any) -> jax.Array:
+    n = x.ndim - 2
+    space = "DHW"[-n:]
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, dimension_numbers=(f"N{space}C", f"{space}IO", f"N{space}C")
+    )
+
+
+def _input_grad_pads(size: int, k: int, s: int, pad: tuple[int, int]) -> tuple[int, int]:
+    """Padding of the stride-dilated cotangent in the transposed convolution that is the input
+    gradient of a convolution (input `size`, kernel `k`, stride `s`, padding `pad`): the
+    padding `jax.vjp` gives its lhs-dilated convolution."""
+    out = (size + pad[0] + pad[1] - k) // s + 1
+    before = k - pad[0] - 1
+    return before, size + k - 1 - ((out - 1) * s + 1) - before
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_phase_input_grad(x, kernel, strides, pads):
+    return _conv_nhwc(x, kernel, strides, pads)
+
+
+def _conv_phase_fwd(x, kernel, strides, pads):
+    return _conv_nhwc(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_phase_bwd(strides, pads, residuals, cotangent):
+    x, kernel = residuals
+    grad_pads = tuple(
+        _input_grad_pads(size, k, s, p)
+        for size, k, s, p in zip(x.shape[1:-1], kernel.shape[:-2], strides, pads, strict=True)
+    )
+    x_grad = layers.conv_transpose_phase(
+        cotangent, kernel, strides=strides, padding=grad_pads, transpose_kernel=True
+    )
+    _, kernel_pullback = jax.vjp(lambda k: _conv_nhwc(x, k, strides, pads), kernel)
+    (kernel_grad,) = kernel_pullback(cotangent)
+    return x_grad.astype(x.dtype), kernel_grad
+
+
+_conv_phase_input_grad.defvjp(_conv_phase_fwd, _conv_phase_bwd)
+
+
+class Conv(nn.Module):
+    """``nn.Conv`` (channels-last, no dilation or groups) whose input gradient is fast.
+
+    The input gradient of a strided convolution is a strided transposed convolution, which XLA
+    computes as a convolution of the stride-dilated cotangent: on CPU about 64 GFLOP/s for the
+    dcgan discriminator's second layer against about 160 as a phase decomposition
+    (`layers.conv_transpose_phase`), which is what this layer's VJP uses where
+    `layers.resolve_impl` picks it (strides > 1 on CPU and GPU). The kernel gradient and the
+    forward pass are XLA's own. Parameters, their names, shapes and initialisers are those of
+    ``nn.Conv``, so checkpoints are interchangeable. Differentiable twice (the R1 and WGAN-GP
+    penalties differentiate the input gradient), not forward-mode differentiable.
+    """
+
+    features: int
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...] | None = None
+    padding: str = "SAME"
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_size = tuple(self.kernel_size)
+        strides = tuple(self.strides or (1,) * len(kernel_size))
+        kernel = self.param(
+            "kernel", self.kernel_init, (*kernel_size, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        pads = lax.padtype_to_pads(x.shape[1:-1], kernel_size, strides, self.padding)
+        pads = tuple(tuple(p) for p in pads)
+        if layers.resolve_impl("auto", strides) == "phase":
+            y = _conv_phase_input_grad(x, kernel, strides, pads)
+        else:
+            y = _conv_nhwc(x, kernel, strides, pads)
+        return y if bias is None else y + bias
 
 
 class MLPGenerator(nn.Module):
@@ -165,6 +256,8 @@ class DCGANDiscriminator(nn.Module):
     num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    # nn.Conv's function and parameters; its input gradient runs as phase convolutions.
+    conv: Callable[..., nn.Module] = Conv
 
     @nn.compact
     def __call__(
@@ -172,8 +265,8 @@ class DCGANDiscriminator(nn.Module):
     ) -> jax.Array:
         del train
         h = images.astype(self.dtype)
-        h = _leaky_relu(nn.Conv(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
-        h = _leaky_relu(nn.Conv(2 * self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
+        h = _leaky_relu(self.conv(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
+        h = _leaky_relu(self.conv(2 * self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
         h = h.reshape((h.shape[0], -1))
         return _projection_logit(h, labels, self.num_classes)
 
