@@ -16,7 +16,6 @@ summation order may differ from the standalone step. Measured on CPU (JAX 0.10.2
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -256,21 +255,3 @@ def test_resumed_fused_run_is_bitwise_the_uninterrupted_run(case, tmp_path):
     assert_trees_equal(resumed_metrics, straight_metrics)
     # Control: the fresh init differs, so the restore is what made the runs agree.
     assert _differs(fresh, case.state)
-
-
-def test_dcgan_state_layout_is_flax_conv_transposes():
-    """The generator's phase-decomposed ConvTranspose keeps nn.ConvTranspose's parameter names,
-    shapes and initial values, so checkpoints of either load into the other (that the two
-    compute the same function is tests/test_layers.py's business)."""
-    config = tiny_config("dcgan")
-    models = models_lib.build_models(config)
-    assert models.generator.conv_transpose is not nn.ConvTranspose
-    flax_models = models._replace(generator=models.generator.clone(conv_transpose=nn.ConvTranspose))
-    z = jax.random.normal(jax.random.key(1), (4, config.latent_dim))
-    ours = jax.jit(functools.partial(models.generator.init, train=False))(jax.random.key(0), z)
-    theirs = jax.jit(functools.partial(flax_models.generator.init, train=False))(
-        jax.random.key(0), z
-    )
-    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
-    assert {"ConvTranspose_0", "ConvTranspose_1", "ConvTranspose_2"} <= set(ours["params"])
-    assert_trees_equal(ours, theirs)

@@ -1,0 +1,76 @@
+"""The dcgan's layers are Flax's functions and parameters, computed faster: the generator's
+`layers.ConvTranspose` (tested in tests/test_layers.py) and the discriminator's `models.Conv`,
+whose input gradient runs as a phase-decomposed transposed convolution."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import models as models_lib
+from tests.helpers import assert_trees_equal, leaf_errors, tiny_config
+
+
+def _assert_close(actual, expected, rtol=1e-5):
+    errors = leaf_errors(actual, expected)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= rtol, f"{worst}: {errors[worst]:.3g}"
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "features", "kernel", "stride", "padding"),
+    [
+        (28, 1, 8, 5, 2, "SAME"),  # the dcgan's first layer, narrowed
+        (14, 8, 16, 5, 2, "SAME"),  # its second
+        (9, 3, 5, 4, 3, "SAME"),  # output size not a multiple of the stride
+        (11, 2, 4, 3, 2, "VALID"),  # uncovered input rows get zero gradient
+        (8, 4, 6, 3, 1, "SAME"),  # stride 1: plain XLA convolution
+    ],
+)
+def test_conv_is_flax_conv_with_the_same_gradients(
+    size, channels, features, kernel, stride, padding
+):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, size, size, channels)))
+    x = x.astype(jnp.float32)
+    kwargs = dict(features=features, kernel_size=(kernel, kernel), strides=(stride, stride))
+    ours, theirs = models_lib.Conv(padding=padding, **kwargs), nn.Conv(padding=padding, **kwargs)
+    variables = theirs.init(jax.random.key(0), x)
+    assert_trees_equal(ours.init(jax.random.key(0), x), variables)  # names, shapes, init
+    variables = jax.tree.map(lambda v: v + 0.1, variables)  # a nonzero bias
+
+    def loss(module, variables, x):
+        return jnp.sum(jnp.sin(module.apply(variables, x)))
+
+    def penalty(module, variables, x):  # R1 / WGAN-GP differentiate the input gradient
+        return jnp.sum(jax.grad(functools.partial(loss, module, variables))(x) ** 2)
+
+    for fn in (loss, penalty):
+        want = jax.jit(jax.value_and_grad(functools.partial(fn, theirs), argnums=(0, 1)))
+        got = jax.jit(jax.value_and_grad(functools.partial(fn, ours), argnums=(0, 1)))
+        _assert_close(got(variables, x), want(variables, x))
+
+
+def test_dcgan_state_layout_is_flax_layers():
+    """The dcgan's fast layers keep nn.ConvTranspose's and nn.Conv's parameter names, shapes and
+    dtypes, so checkpoints of either load into the other."""
+    config = tiny_config("dcgan")
+    models = models_lib.build_models(config)
+    assert models.generator.conv_transpose is not nn.ConvTranspose
+    assert models.discriminator.conv is not nn.Conv
+    z = jnp.zeros((2, config.latent_dim))
+    images = jnp.zeros((2, *config.image_shape))
+    for ours, theirs, inputs in [
+        (models.generator, models.generator.clone(conv_transpose=nn.ConvTranspose), z),
+        (models.discriminator, models.discriminator.clone(conv=nn.Conv), images),
+    ]:
+        layouts = [
+            jax.eval_shape(functools.partial(m.init, train=False), jax.random.key(0), inputs)
+            for m in (ours, theirs)
+        ]
+        assert jax.tree.structure(layouts[0]) == jax.tree.structure(layouts[1])
+        assert jax.tree.leaves(layouts[0]) == jax.tree.leaves(layouts[1])  # shapes and dtypes
+        names = set(layouts[0]["params"])
+        assert names & {"ConvTranspose_0", "Conv_0"}, names
