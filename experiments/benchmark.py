@@ -1,31 +1,35 @@
 """Training throughput of the fixed benchmark workloads, against this machine's matmul rate.
 
-Launch (CPU, 2 cores: about 3 minutes for the default workloads):
+Launch (CPU, 2 cores: about 4 minutes for the default workloads, 10 for all of them):
 
     python experiments/benchmark.py
-    python experiments/benchmark.py --workloads=seed_mlp,dcgan,dcgan_bf16,dcgan_xla,wgan_gp
+    python experiments/benchmark.py --workloads=seed_mlp,dcgan,dcgan+eigen,dcgan_flax,wgan_gp
     python experiments/benchmark.py --json /tmp/bench.json --windows 9
 
 Workloads (definitions in DESIGN.md, "Benchmark workloads"; Adam 2e-4, b1 0.5, EMA on as in the
 default config, non-saturating loss unless stated):
 
-    seed_mlp    batch 128, G z(100) -> 128 ReLU -> 784 sigmoid, D 784 -> 128 ReLU -> 1
-    dcgan       batch 256, the MNIST DCGAN (gan_jax.models.DCGANGenerator / Discriminator)
+    seed_mlp    batch 128, G z(100) -> 128 ReLU -> 784 sigmoid, D 784 -> 128 ReLU -> 1; k = 50
+    dcgan       batch 256, the MNIST DCGAN (gan_jax.models.DCGANGenerator / Discriminator); k = 5
     dcgan_bf16  dcgan with config.compute_dtype = "bfloat16" (f32 params and Adam, bf16 compute)
-    dcgan_xla   dcgan with Flax's own nn.ConvTranspose in the generator (the pre-phase baseline)
+    dcgan_flax  dcgan with Flax's nn.ConvTranspose and nn.Conv: the plain Flax baseline
     wgan_gp     dcgan, batch 64, Wasserstein loss, gradient penalty 10, 5 critic updates a step
+    NAME+eigen  NAME with the step compiled with EIGEN_CONV_OPTIONS (see "CPU notes")
 
 What is timed is the training step exactly as `gan_jax.train` runs it: `fused.fused_train_step`
-(k steps per dispatch by `lax.scan`, batches gathered on device from a device-resident uint8
-split) under `jax.jit` + `jax.shard_map` on a one-device mesh, the state donated. The split is
-synthetic uint8 noise of MNIST's size (60,000 x 28 x 28 x 1), so no download is needed; the
-model does the same work on any pixels. After a warm-up (compilation plus two dispatches) the
-script times `--windows` windows, each of enough dispatches to last `--min_window_s`, each
-synchronised by `block_until_ready` on the state, and reports the median. Images/s counts real
-images consumed: batch_size x steps / seconds.
+(k steps per dispatch, batches gathered on device from a device-resident uint8 split; on CPU a
+step with convolutions is unrolled rather than scanned, see gan_jax/fused.py) under `jax.jit` +
+`jax.shard_map` on a one-device mesh, the state donated. The split is synthetic uint8 noise of
+MNIST's size (60,000 x 28 x 28 x 1), so no download is needed; the model does the same work on
+any pixels. After compiling (ahead of time, so that compiler options can be passed) and one warm
+dispatch, the script times `--windows` windows of every workload and of the matmul, taking turns
+window by window so that load from other processes falls on all alike; each window is enough
+dispatches to last `--min_window_s` and ends with `block_until_ready` on the state. It reports
+the median. Images/s counts real images consumed: batch_size x steps / seconds.
 
 FLOPs per image per step: the analytic count of the model's multiply-adds (x2), per layer, in the
-standard formulation (see `Layer`), for the passes the step actually runs:
+standard formulation (see `Layer`; padding taps count, as in any convolution's count), for the
+passes the step actually runs:
 
     G forward                                  once (its VJP is kept and reused)
     D forward on real and fake                 2 x D
@@ -47,13 +51,23 @@ is useful work per second. For wgan_gp the count adds n_critic - 1 further D upd
 the gradient penalty, an estimate of 4 x D per critic update (forward and input-gradient on the
 interpolates, then their gradient w.r.t. the params, about twice that again): an estimate only.
 
-The reference rate is a 2048 x 2048 `jnp.matmul` in f32 (and bf16), default precision, median of
-the same kind of windows, measured in the same run; `vs matmul` is achieved GFLOP/s over the f32
-matmul's. Everything here runs unchanged on GPU and TPU (first device of the default backend).
+The reference rate is a 2048 x 2048 `jnp.matmul` in f32 (and bf16), default precision, timed in
+the same round-robin; `vs f32 matmul` is achieved GFLOP/s over the f32 matmul's. Everything here
+runs unchanged on GPU and TPU (first device of the default backend; `+eigen` is CPU-only and
+ignored elsewhere).
 
-CPU notes (2-core AMD EPYC, JAX 0.10.2; see the README's table): XLA:CPU runs each op on its own
-Eigen/thunk thread pool sized to the cores; `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false` made
-dcgan about 1.7x slower, so leave it on. `--xla_cpu_use_thunk_runtime` is on by default.
+CPU notes (2-core AMD EPYC, JAX 0.10.2, measured with the compiled step, same process, turns):
+- XLA:CPU hands convolutions to YNNPACK by default; for all the dcgan's large convolutions its
+  Eigen kernels are 1.3-1.8x faster, and the dcgan step 1.35-1.45x. `+eigen` compiles with
+  EIGEN_CONV_OPTIONS (YNNPACK for dots only); to train that way, set
+  `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT`.
+  It changes nothing measurable for seed_mlp (dots); turning YNNPACK off for dots too costs
+  seed_mlp about 3%, and YNNPACK's wider fusion types (DOT, ELTWISE) 10-20%.
+- XLA:CPU computes bf16 dots and convolutions in f32 (it converts around them; the compiled
+  HLO has no bf16 dot or convolution, and a bf16 2048^2 matmul runs at the f32 rate or below),
+  so dcgan_bf16 is no faster than dcgan here; bf16 pays off on GPU and TPU.
+- `--xla_cpu_multi_thread_eigen=false` and the number of steps per dispatch (10-200 for
+  seed_mlp) change throughput by less than the run-to-run noise (about 3%).
 """
 
 from __future__ import annotations
@@ -80,7 +94,7 @@ from gan_jax import models as models_lib
 from gan_jax.state import create_train_state
 
 MNIST_SHAPE = (60_000, 28, 28, 1)
-DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan_bf16")
+DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan+eigen", "dcgan_bf16")
 
 
 # ------------------------------------------------------------------------------------------------
