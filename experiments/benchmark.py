@@ -3,7 +3,7 @@
 Launch (CPU, 2 cores: about 4 minutes for the default workloads, 10 for all of them):
 
     python experiments/benchmark.py
-    python experiments/benchmark.py --workloads=seed_mlp,dcgan,dcgan+eigen,dcgan_flax,wgan_gp
+    python experiments/benchmark.py --workloads=seed_mlp,dcgan,dcgan+ynnpack,dcgan_flax,wgan_gp
     python experiments/benchmark.py --json /tmp/bench.json --windows 9
 
 Workloads (definitions in DESIGN.md, "Benchmark workloads"; Adam 2e-4, b1 0.5, EMA on as in the
@@ -14,7 +14,7 @@ default config, non-saturating loss unless stated):
     dcgan_bf16  dcgan with config.compute_dtype = "bfloat16" (f32 params and Adam, bf16 compute)
     dcgan_flax  dcgan with Flax's nn.ConvTranspose and nn.Conv: the plain Flax baseline
     wgan_gp     dcgan, batch 64, Wasserstein loss, gradient penalty 10, 5 critic updates a step
-    NAME+eigen  NAME with the step compiled with EIGEN_CONV_OPTIONS (see "CPU notes")
+    NAME+ynnpack  NAME compiled with XLA:CPU's default convolutions (see "CPU notes")
 
 What is timed is the training step exactly as `gan_jax.train` runs it: `fused.fused_train_step`
 (k steps per dispatch, batches gathered on device from a device-resident uint8 split; on CPU a
@@ -53,15 +53,15 @@ interpolates, then their gradient w.r.t. the params, about twice that again): an
 
 The reference rate is a 2048 x 2048 `jnp.matmul` in f32 (and bf16), default precision, timed in
 the same round-robin; `vs f32 matmul` is achieved GFLOP/s over the f32 matmul's. Everything here
-runs unchanged on GPU and TPU (first device of the default backend; `+eigen` is CPU-only and
+runs unchanged on GPU and TPU (first device of the default backend; `+ynnpack` is CPU-only and
 ignored elsewhere).
 
 CPU notes (2-core AMD EPYC, JAX 0.10.2, measured with the compiled step, same process, turns):
 - XLA:CPU hands convolutions to YNNPACK by default; for all the dcgan's large convolutions its
-  Eigen kernels are 1.3-1.8x faster, and the dcgan step 1.35-1.45x. `+eigen` compiles with
-  EIGEN_CONV_OPTIONS (YNNPACK for dots only); to train that way, set
-  `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT`.
-  It changes nothing measurable for seed_mlp (dots); turning YNNPACK off for dots too costs
+  Eigen kernels are 1.3-1.8x faster, and the dcgan step 1.35-1.45x. So gan_jax compiles its
+  steps and samplers with YNNPACK for dots only (gan_jax/xla_options.py); `+ynnpack` compiles
+  with XLA's default (YNNPACK for dots and convolutions) to show the difference. The choice
+  changes nothing measurable for seed_mlp (dots); turning YNNPACK off for dots too costs
   seed_mlp about 3%, and YNNPACK's wider fusion types (DOT, ELTWISE) 10-20%.
 - XLA:CPU computes bf16 dots and convolutions in f32 (it converts around them; the compiled
   HLO has no bf16 dot or convolution, and a bf16 2048^2 matmul runs at the f32 rate or below),
@@ -89,12 +89,12 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import data, fused, optim, parallel
+from gan_jax import data, fused, optim, parallel, xla_options
 from gan_jax import models as models_lib
 from gan_jax.state import create_train_state
 
 MNIST_SHAPE = (60_000, 28, 28, 1)
-DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan+eigen", "dcgan_bf16")
+DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan+ynnpack", "dcgan_bf16")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -103,8 +103,13 @@ DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan+eigen", "dcgan_bf16")
 
 # XLA:CPU's YNNPACK convolutions, on by default in JAX 0.10.2, ran the dcgan's convolutions
 # 1.4-1.8x slower than its Eigen ones on the project's CPU; this keeps YNNPACK for dots only.
-EIGEN_CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-EIGEN_SUFFIX = "+eigen"
+# XLA:CPU's default (JAX 0.10): YNNPACK for dots and convolutions.
+YNNPACK_CONV_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+    )
+}
+YNNPACK_SUFFIX = "+ynnpack"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +119,7 @@ class Workload:
     steps_per_dispatch: int
     description: str
     flax_layers: bool = False  # nn.ConvTranspose in G and nn.Conv in D: plain Flax
-    compiler_options: dict | None = None  # XLA options for compiling the fused step
+    compiler_options: dict | None = None  # overrides gan_jax.xla_options for the fused step
 
 
 def _base_config(model: str, batch_size: int, width: int) -> ml_collections.ConfigDict:
@@ -131,9 +136,9 @@ def _base_config(model: str, batch_size: int, width: int) -> ml_collections.Conf
 def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     """The named benchmark workload; `steps_per_dispatch` overrides its default k.
 
-    A name ending in "+eigen" compiles the step with EIGEN_CONV_OPTIONS (CPU only).
+    A name ending in "+ynnpack" compiles the step with YNNPACK_CONV_OPTIONS (CPU only).
     """
-    base = name.removesuffix(EIGEN_SUFFIX)
+    base = name.removesuffix(YNNPACK_SUFFIX)
     if base == "seed_mlp":
         config, k, text = _base_config("seed_mlp", 128, 128), 50, "MLP GAN, batch 128"
     elif base in ("dcgan", "dcgan_bf16", "dcgan_flax"):
@@ -150,14 +155,14 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     else:
         raise ValueError(f"unknown workload {name!r}")
     config_lib.validate_config(config)
-    eigen = name.endswith(EIGEN_SUFFIX)
+    ynnpack = name.endswith(YNNPACK_SUFFIX) and jax.default_backend() == "cpu"
     return Workload(
         name=name,
         config=config,
         steps_per_dispatch=steps_per_dispatch or k,
-        description=text + (", Eigen convolutions" if eigen else ""),
+        description=text + (", YNNPACK convolutions" if ynnpack else ""),
         flax_layers=base == "dcgan_flax",
-        compiler_options=dict(EIGEN_CONV_OPTIONS) if eigen else None,
+        compiler_options=dict(YNNPACK_CONV_OPTIONS) if ynnpack else None,
     )
 
 
@@ -329,7 +334,8 @@ class WorkloadRun:
         )
         self.metrics = None
         start = time.perf_counter()
-        # What the loop's first call does, ahead of time so that options can be passed.
+        # What the loop's first call does (with gan_jax.xla_options), ahead of time so that
+        # other options can be passed.
         self.step_k = step_k.lower(self.state, self.images, self.labels, self.train_key).compile(
             compiler_options=wl.compiler_options
         )
@@ -355,7 +361,9 @@ class WorkloadRun:
             "description": wl.description,
             "batch_size": config.batch_size,
             "compute_dtype": config.compute_dtype,
-            "compiler_options": wl.compiler_options or {},
+            "compiler_options": wl.compiler_options
+            or xla_options.compiler_options(jax.default_backend())
+            or {},
             "steps_per_dispatch": k,
             "dispatches_per_window": self.timed.calls,
             "windows": len(times),
@@ -433,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
         help="comma-separated: seed_mlp, dcgan, dcgan_bf16, dcgan_flax, wgan_gp; append "
-        f"{EIGEN_SUFFIX} to compile with {EIGEN_CONV_OPTIONS}",
+        f"{YNNPACK_SUFFIX} to compile with {YNNPACK_CONV_OPTIONS}",
     )
     parser.add_argument(
         "--steps_per_dispatch", type=int, default=0, help="k for every workload (0: its default)"

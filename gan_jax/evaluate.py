@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import xla_options
 from gan_jax.evaluation import classifier, reference
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
@@ -221,28 +222,43 @@ def sampler_from_state(train_state: Any, config: Any, *, models: Any = None) -> 
     """sample_fn(key, n) -> images [n, H, W, C] from a TrainState's generator.
 
     Uses `train_state.sampling_params` (the EMA params when the run keeps them) and the
-    generator's mutable collections (BatchNorm statistics) in inference mode. Conditional
-    models get labels drawn uniformly over `config.num_classes`. For the training loop:
+    generator's mutable collections (BatchNorm statistics) in inference mode. For the training
+    loop:
 
         result = evaluate_generator(sampler_from_state(state, config), dataset=config.dataset,
                                     pixel_range=models.pixel_range)
 
     Pass an unreplicated state (one device's copy under pmap).
     """
+    return generator_sampler(
+        train_state.sampling_params, train_state.g_state, config, models=models
+    )
+
+
+def generator_sampler(g_params: Any, g_state: Any, config: Any, *, models: Any = None) -> SampleFn:
+    """sample_fn(key, n) -> images [n, H, W, C] from generator params and collections.
+
+    z ~ N(0, I) [n, latent_dim]; conditional models get labels drawn uniformly over
+    `config.num_classes` (MNIST's classes are nearly balanced).
+    """
     from gan_jax import models as models_lib  # noqa: PLC0415
 
     built = models or models_lib.build_models(config)
-    params, g_state = train_state.sampling_params, train_state.g_state
     latent_dim, num_classes = int(config.latent_dim), int(config.num_classes)
 
-    @functools.partial(jax.jit, static_argnums=1)
-    def sample_fn(key: jax.Array, n: int) -> jax.Array:
+    # Params are arguments, not closed-over constants, which XLA would fold into the program.
+    @functools.partial(xla_options.jit, static_argnums=3)
+    def sample(g_params: Any, g_state: Any, key: jax.Array, n: int) -> jax.Array:
         z_key, label_key = jax.random.split(key)
         z = jax.random.normal(z_key, (n, latent_dim), jnp.float32)
-        # Conditional models: classes drawn uniformly, as MNIST's are nearly balanced.
         labels = jax.random.randint(label_key, (n,), 0, num_classes) if num_classes > 0 else None
-        images, _ = models_lib.apply_model(built.generator, params, g_state, z, labels, train=False)
+        images, _ = models_lib.apply_model(
+            built.generator, g_params, g_state, z, labels, train=False
+        )
         return images
+
+    def sample_fn(key: jax.Array, n: int) -> jax.Array:
+        return sample(g_params, g_state, key, n)
 
     return sample_fn
 

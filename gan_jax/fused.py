@@ -33,7 +33,7 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import data
+from gan_jax import data, xla_options
 from gan_jax.models import Models
 from gan_jax.optim import Optimizers
 from gan_jax.parallel import DATA_AXIS, check_divisible
@@ -171,4 +171,7 @@ def fused_train_step(
     mapped = jax.shard_map(
         body, mesh=mesh, in_specs=(P(), P(), P(), P()), out_specs=(P(), P()), check_vma=False
     )
-    return jax.jit(mapped, donate_argnums=(0,))
+    platform = mesh.devices.flat[0].platform
+    return jax.jit(
+        mapped, donate_argnums=(0,), compiler_options=xla_options.compiler_options(platform)
+    )

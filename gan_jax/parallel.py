@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gan_jax import xla_options
 from gan_jax.models import Models
 from gan_jax.optim import Optimizers
 from gan_jax.step import train_step
@@ -164,4 +165,7 @@ def sharded_train_step(
         out_specs=(P(), P()),
         check_vma=False,
     )
-    return jax.jit(mapped, donate_argnums=(0,))
+    platform = mesh.devices.flat[0].platform
+    return jax.jit(
+        mapped, donate_argnums=(0,), compiler_options=xla_options.compiler_options(platform)
+    )

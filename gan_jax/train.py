@@ -53,7 +53,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import checkpointing, data, fused, optim, parallel, writers
+from gan_jax import checkpointing, data, fused, optim, parallel, writers, xla_options
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
 from gan_jax.state import TrainState, create_train_state
@@ -282,7 +282,7 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
     if config.num_classes > 0:  # one row per class where the grid allows
         labels = np.arange(config.num_grid_samples, dtype=np.int32) % config.num_classes
 
-    @jax.jit
+    @xla_options.jit
     def sample(state: TrainState) -> jax.Array:
         images, _ = models_lib.apply_model(
             models.generator, state.sampling_params, state.g_state, z, labels, train=False
@@ -305,19 +305,8 @@ def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[s
         return None
     from gan_jax import evaluate  # local: loads the feature network only when evaluating
 
-    params, g_state = jax.device_get((state.sampling_params, state.g_state))
-
-    @functools.partial(jax.jit, static_argnums=3)
-    def sample_images(params, g_state, key, n):
-        z_key, label_key = jax.random.split(key)
-        z = jax.random.normal(z_key, (n, config.latent_dim))
-        labels = None
-        if config.num_classes > 0:
-            labels = jax.random.randint(label_key, (n,), 0, config.num_classes)
-        return models_lib.apply_model(models.generator, params, g_state, z, labels, train=False)[0]
-
-    def sample_fn(key, n):
-        return sample_images(params, g_state, key, n)
+    g_params, g_state = jax.device_get((state.sampling_params, state.g_state))
+    sample_fn = evaluate.generator_sampler(g_params, g_state, config, models=models)
 
     result = evaluate.evaluate_generator(
         sample_fn,

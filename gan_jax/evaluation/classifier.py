@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import xla_options
+
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 FEATURE_DIM = 128
@@ -186,9 +188,19 @@ def load_feature_network(directory: str | pathlib.Path | None = None) -> Feature
 # ---------------------------------------------------------------------------------------------
 
 
-@jax.jit
+@functools.cache
+def _apply_fn(platform: str):
+    """The jitted classifier for `platform`, built on first use (compiler options depend on it)."""
+
+    @xla_options.jit(platform=platform)
+    def apply(params: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return MnistCNN().apply({"params": params}, images, train=False)
+
+    return apply
+
+
 def _apply(params: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return MnistCNN().apply({"params": params}, images, train=False)
+    return _apply_fn(jax.default_backend())(params, images)
 
 
 def _padded_size(n: int, batch_size: int) -> int:
