@@ -14,14 +14,16 @@ alone. Target: a warm evaluation under 30 s on 2 CPU cores.
 With --floors it also prints the real-data floor of MNIST and Stacked MNIST (the values the README
 lists): for each metric, training images scored against the test split.
 
-Measured on the project's 2-core CPU (jax 0.10.2) while other jobs kept the load average at 5-8,
-so a quiet machine is faster; warm evaluation of 10,000 dcgan samples, best of 3:
+Measured on the project's 2-core CPU (AMD EPYC, jax 0.10.2, load average about 2, nothing else
+running), warm evaluation of 10,000 dcgan samples, best of 2:
 
-    36.2 s in all; timed one by one: sampling 30.3 s, feature network 2.1 s, metrics 6.8 s
+    13.2 s in all; timed one by one: sampling 10.0 s, feature network 1.4 s, metrics 2.5 s
+    (the cold call, compiling the sampler and the feature network: 14.5 s)
 
-The generator's forward pass (~166 MFLOP per image, 1.7 TFLOP for 10,000) is most of it; the
-evaluation's own work (features, FID, KID, precision/recall, scores) is under 10 s. At load
-average 8 the same run took 76 s (sampling 50 s).
+The generator's forward pass (~166 MFLOP per image, 1.7 TFLOP for 10,000) is most of it, at
+about 170 GFLOP/s with the Eigen convolutions gan_jax.xla_options selects on CPU (XLA's default
+YNNPACK convolutions took 30 s for the sampling alone, under load). The evaluation's own work
+(features, FID, KID, precision/recall, scores) is about 4 s.
 """
 
 from __future__ import annotations
