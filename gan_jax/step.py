@@ -50,7 +50,19 @@ def _global_draw(sampler, key: jax.Array, local_shape: tuple[int, ...], axis_nam
 
 
 def _pmean(tree: Any, axis_name: str | None) -> Any:
-    return tree if axis_name is None else lax.pmean(tree, axis_name)
+    # A mean over one device is the identity, but XLA:CPU still runs an all-reduce for it
+    # (about 16 us each, 3% of a seed_mlp step).
+    if axis_name is None or lax.axis_size(axis_name) == 1:
+        return tree
+    return lax.pmean(tree, axis_name)
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """sqrt(sum of squares) over every leaf: `optax.tree.norm`, with each leaf's sum of squares
+    as a dot product. XLA:CPU runs a plain squared-sum reduction over a [784, 128] gradient in
+    about 80 us; as a dot it takes a few."""
+    leaves = [jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)]
+    return jnp.sqrt(sum(jnp.dot(leaf, leaf) for leaf in leaves))
 
 
 def check_batch(batch: Batch, config: ml_collections.ConfigDict) -> None:
@@ -140,7 +152,7 @@ def discriminator_update(
     d_grads, (metrics, d_state) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
     d_grads = _pmean(d_grads, axis_name)
     updates, d_opt_state = optimizer.update(d_grads, state.d_opt_state, state.d_params)
-    metrics["d_grad_norm"] = optax.tree.norm(d_grads)
+    metrics["d_grad_norm"] = global_norm(d_grads)
     new_state = state.replace(
         d_params=optax.apply_updates(state.d_params, updates),
         d_state=_pmean(d_state, axis_name),
@@ -188,7 +200,7 @@ def generator_update(
         g_opt_state=g_opt_state,
         g_ema_params=g_ema_params,
     )
-    return new_state, {"g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)}
+    return new_state, {"g_loss": g_loss, "g_grad_norm": global_norm(g_grads)}
 
 
 def train_step(
