@@ -2,8 +2,8 @@
 
 XLA:CPU (JAX 0.10) hands both dots and convolutions to YNNPACK by default. On the 2-core AMD
 EPYC machines this project is measured on, XLA's own Eigen convolutions are 1.3-1.8x faster for
-every large convolution of the DCGAN, and the DCGAN train step about 1.4x faster (251 against
-352 images/s in experiments/benchmark.py, `dcgan+ynnpack` against `dcgan`); dots are the same
+every large convolution of the DCGAN, and the DCGAN train step about 1.4x faster (247 against
+349 images/s in experiments/benchmark.py, `dcgan+ynnpack` against `dcgan`); dots are the same
 either way. So on CPU the models' jits ask YNNPACK for dots only:
 
     jax.jit(fn, compiler_options=xla_options.compiler_options("cpu"))
