@@ -21,7 +21,7 @@ from gan_jax.models import Models
 from gan_jax.state import create_train_state
 from gan_jax.step import train_step
 from tests.helpers import leaf_errors, tiny_config
-from tests.test_learning import _modes_covered, _ring_batch, _toy_config
+from tests.test_learning import _modes_covered, ring_run
 
 BF16 = jnp.dtype(jnp.bfloat16)
 
@@ -186,26 +186,10 @@ class _Bf16Discriminator(nn.Module):
 
 def test_bf16_gan_learns_the_ring():
     """tests/test_learning.py's 8-Gaussians run with bf16 compute: it still covers the modes."""
-    config = _toy_config()
-    models = Models(_Bf16Generator(), _Bf16Discriminator(), pixel_range="unit")
-    optimizers = optim.build_optimizers(config)
-    state = create_train_state(jax.random.key(0), config, models=models, optimizers=optimizers)
+    state, train, sample = ring_run(
+        Models(_Bf16Generator(), _Bf16Discriminator(), pixel_range="unit")
+    )
     assert _float_dtypes(state) == {jnp.dtype(jnp.float32)}
-    step = functools.partial(train_step, models=models, optimizers=optimizers, config=config)
-    data_key, train_key, sample_key = jax.random.split(jax.random.key(1), 3)
-
-    @jax.jit
-    def train(state):
-        def body(state, _):
-            batch = _ring_batch(jax.random.fold_in(data_key, state.step), config.batch_size)
-            return step(state, batch, train_key)[0], None
-
-        return jax.lax.scan(body, state, length=config.num_steps)[0]
-
-    def sample(state):
-        z = jax.random.normal(sample_key, (2000, config.latent_dim))
-        return np.asarray(models.generator.apply({"params": state.g_params}, z))
-
     assert _modes_covered(sample(state)) <= 1, "control: untrained covers no more than one mode"
     state = train(state)
     assert _float_dtypes(state) == {jnp.dtype(jnp.float32)}

@@ -73,9 +73,10 @@ def _modes_covered(samples, *, min_fraction=0.01, max_distance=0.25):
     return int(np.sum(counts >= min_fraction * len(samples)))
 
 
-def test_mlp_gan_covers_the_ring_modes():
+def ring_run(models: Models):
+    """The 8-Gaussians run of `models`: (initial state, jitted train: state -> state after
+    config.num_steps steps, sample: state -> generated points float [2000, 2])."""
     config = _toy_config()
-    models = Models(ToyGenerator(), ToyDiscriminator(), pixel_range="unit")
     optimizers = optim.build_optimizers(config)
     state = create_train_state(jax.random.key(0), config, models=models, optimizers=optimizers)
     step = functools.partial(train_step, models=models, optimizers=optimizers, config=config)
@@ -93,6 +94,11 @@ def test_mlp_gan_covers_the_ring_modes():
         z = jax.random.normal(sample_key, (2000, config.latent_dim))
         return np.asarray(models.generator.apply({"params": state.g_params}, z))
 
+    return state, train, sample
+
+
+def test_mlp_gan_covers_the_ring_modes():
+    state, train, sample = ring_run(Models(ToyGenerator(), ToyDiscriminator(), pixel_range="unit"))
     untrained = _modes_covered(sample(state))
     start = time.process_time()
     state = jax.block_until_ready(train(state))
