@@ -16,6 +16,8 @@ function and remembers the answer. Other backends get None (XLA's defaults).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +53,7 @@ def compiler_options(platform: str | None = None) -> dict[str, str] | None:
     return dict(CPU_EIGEN_CONVOLUTIONS)
 
 
-def jit(fn=None, /, *, platform: str | None = None, **jit_kwargs):
+def jit(fn: Callable | None = None, /, *, platform: str | None = None, **jit_kwargs: Any) -> Any:
     """`jax.jit` with `compiler_options(platform)`; usable as a decorator, with or without args.
 
     The platform is resolved when the jit is built, so build it after choosing devices.

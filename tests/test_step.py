@@ -3,7 +3,9 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gan_jax import config as config_lib
@@ -195,3 +197,14 @@ def test_conditional_batch_without_labels_is_refused():
     batch = {"image": np.zeros((config.batch_size, 28, 28, 1), np.float32)}
     with pytest.raises(ValueError, match=r"config\.num_classes=10.*'label'"):
         _jit_step(config, models, optimizers)(state, batch, jax.random.key(0))
+
+
+def test_global_norm_is_optax_tree_norm():
+    keys = jax.random.split(jax.random.key(3), 3)
+    tree = {
+        "kernel": 3.0 * jax.random.normal(keys[0], (784, 128)),
+        "bias": jax.random.normal(keys[1], (128,)),
+        "nested": [jax.random.normal(keys[2], (5, 4, 3))],
+    }
+    np.testing.assert_allclose(step_lib.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
+    assert float(step_lib.global_norm(jax.tree.map(jnp.zeros_like, tree))) == 0.0
