@@ -162,6 +162,7 @@ def fused_train_step(
     if num_steps < 1:
         raise ValueError(f"steps per dispatch must be at least 1, got {num_steps}")
     check_divisible(config.batch_size, mesh.shape[axis_name])
+    platform = mesh.devices.flat[0].platform
     body = functools.partial(
         multi_step,
         models=models,
@@ -169,13 +170,10 @@ def fused_train_step(
         config=config,
         num_steps=num_steps,
         axis_name=axis_name,
-        backend=mesh.devices.flat[0].platform,
+        backend=platform,
     )
     # check_vma=False for pmap semantics: train_step averages gradients itself (see parallel.py).
     mapped = jax.shard_map(
         body, mesh=mesh, in_specs=(P(), P(), P(), P()), out_specs=(P(), P()), check_vma=False
     )
-    platform = mesh.devices.flat[0].platform
-    return jax.jit(
-        mapped, donate_argnums=(0,), compiler_options=xla_options.compiler_options(platform)
-    )
+    return xla_options.jit(mapped, platform=platform, donate_argnums=(0,))

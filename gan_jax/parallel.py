@@ -167,7 +167,4 @@ def sharded_train_step(
         out_specs=(P(), P()),
         check_vma=False,
     )
-    platform = mesh.devices.flat[0].platform
-    return jax.jit(
-        mapped, donate_argnums=(0,), compiler_options=xla_options.compiler_options(platform)
-    )
+    return xla_options.jit(mapped, platform=mesh.devices.flat[0].platform, donate_argnums=(0,))

@@ -1,10 +1,16 @@
 """The per-backend compiler options: what they change on CPU, and the fallback when unknown."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from gan_jax import xla_options
+from gan_jax import data, fused, optim, parallel, xla_options
+from gan_jax import models as models_lib
+from gan_jax.state import create_train_state
+from tests.helpers import tiny_config
 
 
 def _conv(x, w):
@@ -21,6 +27,19 @@ def _conv_args():
     )
 
 
+def _convolutions(hlo: str) -> tuple[int, int]:
+    """(convolutions in all, convolutions inside YNNPACK fusions) of compiled HLO text."""
+    ynn_bodies = set(re.findall(r"fusion\(.*calls=%([\w.-]+).*__ynn_fusion", hlo))
+    total = in_ynn = 0
+    for computation in hlo.split("\n\n"):
+        name = re.match(r"\s*(?:ENTRY )?%([\w.-]+)", computation)
+        count = computation.count(" convolution(")
+        total += count
+        if name and name.group(1) in ynn_bodies:
+            in_ynn += count
+    return total, in_ynn
+
+
 def test_cpu_convolutions_leave_ynnpack_and_keep_their_values():
     assert xla_options.compiler_options("cpu") == xla_options.CPU_EIGEN_CONVOLUTIONS
     x, w = _conv_args()
@@ -28,8 +47,8 @@ def test_cpu_convolutions_leave_ynnpack_and_keep_their_values():
     ours = xla_options.jit(_conv, platform="cpu")
     ours_hlo = ours.lower(x, w).compile().as_text()
     # XLA's default wraps the convolution in a YNNPACK fusion; ours leaves it to Eigen.
-    assert "ynn_fusion" in default_hlo
-    assert "ynn_fusion" not in ours_hlo and "convolution(" in ours_hlo
+    assert _convolutions(default_hlo) == (1, 1)
+    assert _convolutions(ours_hlo) == (1, 0)
     np.testing.assert_allclose(ours(x, w), jax.jit(_conv)(x, w), rtol=1e-5, atol=1e-4)
 
 
@@ -60,3 +79,64 @@ def test_an_option_this_xla_rejects_falls_back_to_none(monkeypatch):
     np.testing.assert_allclose(
         xla_options.jit(_conv, platform="cpu")(x, w), jax.jit(_conv)(x, w), rtol=1e-5, atol=1e-4
     )
+
+
+@pytest.fixture(scope="module")
+def dcgan():
+    config = tiny_config("dcgan")
+    models = models_lib.build_models(config)
+    optimizers = optim.build_optimizers(config)
+    state = create_train_state(jax.random.key(0), config, models=models, optimizers=optimizers)
+    return config, models, optimizers, state
+
+
+def test_the_library_compiles_its_dcgan_jits_with_eigen_convolutions(dcgan):
+    """The wiring: the fused and the sharded steps are compiled with the options (the samplers
+    use `xla_options.jit`, tested above)."""
+    config, models, optimizers, state = dcgan
+    mesh = parallel.data_mesh(jax.devices()[:1])
+    state = parallel.replicate_on_mesh(state, mesh)
+    rng = np.random.default_rng(0)
+    images, labels = data.to_device(
+        rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8),
+        rng.integers(0, 10, 100, dtype=np.int32),
+        sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
+    key = jax.random.key(1)
+    step_k = fused.fused_train_step(
+        models=models, optimizers=optimizers, config=config, mesh=mesh, num_steps=1
+    )
+    sharded = parallel.sharded_train_step(
+        models=models, optimizers=optimizers, config=config, mesh=mesh
+    )
+    batch = data.sample_batch(
+        images, labels, 0, seed=0, batch_size=config.batch_size, pixel_range=models.pixel_range
+    )
+    hlos = {
+        "fused": step_k.lower(state, images, labels, key).compile().as_text(),
+        "sharded": sharded.lower(state, parallel.shard_on_mesh(batch, mesh), key)
+        .compile()
+        .as_text(),
+    }
+    for name, hlo in hlos.items():
+        total, in_ynn = _convolutions(hlo)
+        assert total > 0 and in_ynn == 0, f"{name}: {in_ynn} of {total} convolutions in YNNPACK"
+    # Control: the same step with XLA's default options puts its convolutions in YNNPACK.
+    default = jax.jit(
+        jax.shard_map(
+            lambda *args: fused.multi_step(
+                *args,
+                models=models,
+                optimizers=optimizers,
+                config=config,
+                num_steps=1,
+                axis_name=parallel.DATA_AXIS,
+            ),
+            mesh=mesh,
+            in_specs=(jax.sharding.PartitionSpec(),) * 4,
+            out_specs=(jax.sharding.PartitionSpec(),) * 2,
+            check_vma=False,
+        )
+    )
+    total, in_ynn = _convolutions(default.lower(state, images, labels, key).compile().as_text())
+    assert total > 0 and in_ynn > 0, (total, in_ynn)
