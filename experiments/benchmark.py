@@ -14,7 +14,7 @@ default config, non-saturating loss unless stated):
     dcgan_bf16  dcgan with config.compute_dtype = "bfloat16" (f32 params and Adam, bf16 compute)
     dcgan_flax  dcgan with Flax's nn.ConvTranspose and nn.Conv: the plain Flax baseline
     wgan_gp     dcgan, batch 64, Wasserstein loss, gradient penalty 10, 5 critic updates a step
-    NAME+ynnpack  NAME compiled with XLA:CPU's default convolutions (see "CPU notes")
+    NAME+ynnpack  NAME compiled with XLA:CPU's default options: YNNPACK dots and convolutions
 
 What is timed is the training step exactly as `gan_jax.train` runs it: `fused.fused_train_step`
 (k steps per dispatch, batches gathered on device from a device-resident uint8 split; on CPU a
@@ -51,29 +51,36 @@ is useful work per second. For wgan_gp the count adds n_critic - 1 further D upd
 the gradient penalty, an estimate of 4 x D per critic update (forward and input-gradient on the
 interpolates, then their gradient w.r.t. the params, about twice that again): an estimate only.
 
-The reference rate is a 2048 x 2048 `jnp.matmul` in f32 (and bf16), default precision, timed in
-the same round-robin; `vs f32 matmul` is achieved GFLOP/s over the f32 matmul's. Everything here
-runs unchanged on GPU and TPU (first device of the default backend; `+ynnpack` is CPU-only and
-ignored elsewhere).
+The reference rate is a 2048 x 2048 `jnp.matmul` of f32 (and of bf16) operands with an f32
+result, default precision, XLA's default options, timed in the same round-robin; `vs f32 matmul`
+is achieved GFLOP/s over the f32 matmul's. Everything here runs unchanged on GPU and TPU (first
+device of the default backend; `+ynnpack` is CPU-only and ignored elsewhere).
 
 CPU notes (2-core AMD EPYC, JAX 0.10.2, measured with the compiled step, same process, turns):
-- XLA:CPU hands convolutions to YNNPACK by default; for all the dcgan's large convolutions its
-  Eigen kernels are 1.3-1.8x faster, and the dcgan step 1.35-1.45x. So gan_jax compiles its
-  steps and samplers with YNNPACK for dots only (gan_jax/xla_options.py); `+ynnpack` compiles
-  with XLA's default (YNNPACK for dots and convolutions) to show the difference. The choice
-  changes nothing measurable for seed_mlp (dots); turning YNNPACK off for dots too costs
-  seed_mlp about 3%, and YNNPACK's wider fusion types (DOT, ELTWISE) 10-20%.
-- XLA:CPU computes bf16 dots and convolutions in f32 (it converts around them; the compiled
-  HLO has no bf16 dot or convolution, and a bf16 2048^2 matmul runs at the f32 rate or below),
-  so dcgan_bf16 is no faster than dcgan here; bf16 pays off on GPU and TPU.
+- XLA:CPU hands dots and convolutions to YNNPACK by default. Its Eigen kernels are 1.3-1.8x
+  faster for all the dcgan's large convolutions (the dcgan step 1.35-1.45x), and seed_mlp runs
+  about 3% faster with its dots in Eigen as well (two A/B pairs: 62,208 -> 64,648 and
+  62,735 -> 64,370 images/s). So gan_jax compiles its steps and samplers without YNNPACK
+  (gan_jax/xla_options.py); `+ynnpack` compiles with XLA's default to show the difference.
+  YNNPACK's wider fusion types (DOT, ELTWISE) cost seed_mlp 10-20%.
+- bf16 pays off on GPU and TPU, not here. XLA:CPU computes bf16 convolutions at the f32 rate
+  whatever the options (Eigen or YNNPACK; 184-197 GFLOP/s for the dcgan's big convolutions in
+  f32, bf16, and bf16 -> f32), so dcgan_bf16 is no faster than dcgan. Only dots of bf16
+  operands with an f32 result, in YNNPACK, run faster (about 380 GFLOP/s, the bf16 matmul
+  rate printed). Writing the convolutions as such dots (im2col) does not help: the 12,544 x
+  6,400 patch matrix of the generator's 5x5 stride-1 layer takes XLA:CPU 150-270 ms to gather
+  (a concatenate of 25 slices, about 1.6 GB/s) against 54 ms for the dot, so that layer's
+  forward and backward passes took 0.78-0.95 s against 0.30 s for the f32 convolution.
 - `--xla_cpu_multi_thread_eigen=false` and the number of steps per dispatch (10-200 for
   seed_mlp) change throughput by less than the run-to-run noise (about 3%).
+- seed_mlp is a serial chain of small ops (see the README's throughput section).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -101,10 +108,9 @@ DEFAULT_WORKLOADS = ("seed_mlp", "dcgan", "dcgan+ynnpack", "dcgan_bf16")
 # Workloads
 
 
-# XLA:CPU's YNNPACK convolutions, on by default in JAX 0.10.2, ran the dcgan's convolutions
-# 1.4-1.8x slower than its Eigen ones on the project's CPU; this keeps YNNPACK for dots only.
-# XLA:CPU's default (JAX 0.10): YNNPACK for dots and convolutions.
-YNNPACK_CONV_OPTIONS = {
+# XLA:CPU's default (JAX 0.10): YNNPACK for dots and convolutions. gan_jax turns it off on CPU
+# (gan_jax/xla_options.py); "+ynnpack" workloads compile with this instead, for comparison.
+YNNPACK_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": (
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
     )
@@ -136,7 +142,7 @@ def _base_config(model: str, batch_size: int, width: int) -> ml_collections.Conf
 def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     """The named benchmark workload; `steps_per_dispatch` overrides its default k.
 
-    A name ending in "+ynnpack" compiles the step with YNNPACK_CONV_OPTIONS (CPU only).
+    A name ending in "+ynnpack" compiles the step with YNNPACK_OPTIONS (CPU only).
     """
     base = name.removesuffix(YNNPACK_SUFFIX)
     if base == "seed_mlp":
@@ -160,9 +166,9 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
         name=name,
         config=config,
         steps_per_dispatch=steps_per_dispatch or k,
-        description=text + (", YNNPACK convolutions" if ynnpack else ""),
+        description=text + (", YNNPACK dots and convolutions" if ynnpack else ""),
         flax_layers=base == "dcgan_flax",
-        compiler_options=dict(YNNPACK_CONV_OPTIONS) if ynnpack else None,
+        compiler_options=dict(YNNPACK_OPTIONS) if ynnpack else None,
     )
 
 
@@ -298,11 +304,14 @@ def time_round_robin(timed: dict[str, Timed], windows: int) -> None:
 
 
 def matmul_timed(dtype: str, *, device: jax.Device, min_window_s: float, n: int = 2048) -> Timed:
-    """An n x n jnp.matmul in `dtype` (default precision) on `device`, compiled and warm."""
+    """An n x n jnp.matmul of `dtype` operands (default precision, f32 accumulation and result)
+    on `device`, under XLA's default options, compiled and warm."""
     rng = np.random.default_rng(0)
     a = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), dtype), device)
     b = jax.device_put(jnp.asarray(rng.standard_normal((n, n)), dtype), device)
-    matmul = jax.jit(jnp.matmul)
+    # bf16 x bf16 -> f32 is the form the hardware accelerates; with a bf16 result XLA:CPU
+    # converts the operands to f32 and runs at the f32 rate or below.
+    matmul = jax.jit(functools.partial(jnp.matmul, preferred_element_type=jnp.float32))
     jax.block_until_ready(matmul(a, b))  # compile
     return Timed(lambda: jax.block_until_ready(matmul(a, b)), min_window_s)
 
@@ -441,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
         help="comma-separated: seed_mlp, dcgan, dcgan_bf16, dcgan_flax, wgan_gp; append "
-        f"{YNNPACK_SUFFIX} to compile with {YNNPACK_CONV_OPTIONS}",
+        f"{YNNPACK_SUFFIX} to compile with {YNNPACK_OPTIONS}",
     )
     parser.add_argument(
         "--steps_per_dispatch", type=int, default=0, help="k for every workload (0: its default)"

@@ -105,8 +105,10 @@ def pmap_train_step(
 
     The state is donated: its buffers are reused for the new state. The key is shared by all
     devices (the step derives each device's noise from it). Metrics come back replicated.
-    `jax.pmap` takes no compiler options, so on CPU this form keeps XLA's default convolutions,
-    about 1.4x slower for the DCGAN than `sharded_train_step` (see gan_jax/xla_options.py).
+    `jax.pmap` takes no compiler options, so on CPU this form runs XLA's default kernels, about
+    1.4x slower for the DCGAN than `sharded_train_step` (see gan_jax/xla_options.py), unless
+    compiled ahead: `step.lower(state, batch, key).compile(
+    compiler_options=xla_options.compiler_options())`.
     """
     step = functools.partial(
         train_step, models=models, optimizers=optimizers, config=config, axis_name=axis_name

@@ -1,12 +1,17 @@
 """XLA compiler options per backend, for every `jax.jit` that runs the models.
 
-XLA:CPU (JAX 0.10) hands both dots and convolutions to YNNPACK by default. On the 2-core AMD
-EPYC machines this project is measured on, XLA's own Eigen convolutions are 1.3-1.8x faster for
-every large convolution of the DCGAN, and the DCGAN train step about 1.4x faster (247 against
-349 images/s in experiments/benchmark.py, `dcgan+ynnpack` against `dcgan`); dots are the same
-either way. So on CPU the models' jits ask YNNPACK for dots only:
+XLA:CPU (JAX 0.10) hands dots and convolutions to YNNPACK by default. On the 2-core AMD EPYC
+machines this project is measured on, XLA's own (Eigen) kernels are faster for both:
+convolutions 1.3-1.8x for every large convolution of the DCGAN, so the DCGAN train step runs
+about 1.4x faster (247 against 349 images/s in experiments/benchmark.py, `dcgan+ynnpack`
+against `dcgan`); and the seed_mlp step about 3% faster with its dots in Eigen too (measured
+in the same process, taking turns). So on CPU the models' jits turn YNNPACK off:
 
     jax.jit(fn, compiler_options=xla_options.compiler_options("cpu"))
+
+The one thing YNNPACK does better here is a bf16 x bf16 -> f32 dot (about 380 GFLOP/s against
+190); gan_jax's bf16 models compute their dots and convolutions at the f32 rate either way (see
+experiments/benchmark.py, "CPU notes").
 
 The option is experimental in XLA. A JAX that no longer knows it (or rejects the value) gets no
 options rather than a failing compile: `compiler_options` tries it once per process on a tiny
@@ -22,10 +27,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-# YNNPACK for dots only, so convolutions take XLA:CPU's Eigen path.
-CPU_EIGEN_CONVOLUTIONS: dict[str, str] = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-}
+# No YNNPACK fusion types: dots and convolutions take XLA:CPU's Eigen path.
+CPU_WITHOUT_YNNPACK: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @functools.cache
@@ -48,9 +51,9 @@ def compiler_options(platform: str | None = None) -> dict[str, str] | None:
     platform = platform or jax.default_backend()
     if platform != "cpu":
         return None
-    if not _accepted(platform, tuple(sorted(CPU_EIGEN_CONVOLUTIONS.items()))):
+    if not _accepted(platform, tuple(sorted(CPU_WITHOUT_YNNPACK.items()))):
         return None
-    return dict(CPU_EIGEN_CONVOLUTIONS)
+    return dict(CPU_WITHOUT_YNNPACK)
 
 
 def jit(fn: Callable | None = None, /, *, platform: str | None = None, **jit_kwargs: Any) -> Any:

@@ -27,29 +27,34 @@ def _conv_args():
     )
 
 
-def _convolutions(hlo: str) -> tuple[int, int]:
-    """(convolutions in all, convolutions inside YNNPACK fusions) of compiled HLO text."""
+def _dot(x, w):
+    return x.reshape(-1, x.shape[-1]) @ w[0, 0]  # [784, 32] @ [32, 16]
+
+
+def _ops(hlo: str, op: str = "convolution") -> tuple[int, int]:
+    """(`op`s in all, `op`s inside YNNPACK fusions) of compiled HLO text."""
     ynn_bodies = set(re.findall(r"fusion\(.*calls=%([\w.-]+).*__ynn_fusion", hlo))
     total = in_ynn = 0
     for computation in hlo.split("\n\n"):
         name = re.match(r"\s*(?:ENTRY )?%([\w.-]+)", computation)
-        count = computation.count(" convolution(")
+        count = computation.count(f" {op}(")
         total += count
         if name and name.group(1) in ynn_bodies:
             in_ynn += count
     return total, in_ynn
 
 
-def test_cpu_convolutions_leave_ynnpack_and_keep_their_values():
-    assert xla_options.compiler_options("cpu") == xla_options.CPU_EIGEN_CONVOLUTIONS
+@pytest.mark.parametrize("fn, op", [(_conv, "convolution"), (_dot, "dot")])
+def test_cpu_convolutions_and_dots_leave_ynnpack_and_keep_their_values(fn, op):
+    assert xla_options.compiler_options("cpu") == xla_options.CPU_WITHOUT_YNNPACK
     x, w = _conv_args()
-    default_hlo = jax.jit(_conv).lower(x, w).compile().as_text()
-    ours = xla_options.jit(_conv, platform="cpu")
+    default_hlo = jax.jit(fn).lower(x, w).compile().as_text()
+    ours = xla_options.jit(fn, platform="cpu")
     ours_hlo = ours.lower(x, w).compile().as_text()
-    # XLA's default wraps the convolution in a YNNPACK fusion; ours leaves it to Eigen.
-    assert _convolutions(default_hlo) == (1, 1)
-    assert _convolutions(ours_hlo) == (1, 0)
-    np.testing.assert_allclose(ours(x, w), jax.jit(_conv)(x, w), rtol=1e-5, atol=1e-4)
+    # XLA's default wraps the op in a YNNPACK fusion; ours leaves it to Eigen.
+    assert _ops(default_hlo, op) == (1, 1)
+    assert _ops(ours_hlo, op) == (1, 0)
+    np.testing.assert_allclose(ours(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-4)
 
 
 def test_decorator_forms_and_jit_arguments():
@@ -72,7 +77,7 @@ def test_other_backends_get_xla_defaults():
 
 def test_an_option_this_xla_rejects_falls_back_to_none(monkeypatch):
     monkeypatch.setattr(
-        xla_options, "CPU_EIGEN_CONVOLUTIONS", {"xla_cpu_experimental_ynn_fusion_type": "BOGUS"}
+        xla_options, "CPU_WITHOUT_YNNPACK", {"xla_cpu_experimental_ynn_fusion_type": "BOGUS"}
     )
     assert xla_options.compiler_options("cpu") is None
     x, w = _conv_args()
@@ -90,7 +95,7 @@ def dcgan():
     return config, models, optimizers, state
 
 
-def test_the_library_compiles_its_dcgan_jits_with_eigen_convolutions(dcgan):
+def test_the_library_compiles_its_dcgan_jits_without_ynnpack(dcgan):
     """The wiring: the fused and the sharded steps are compiled with the options (the samplers
     use `xla_options.jit`, tested above)."""
     config, models, optimizers, state = dcgan
@@ -119,7 +124,7 @@ def test_the_library_compiles_its_dcgan_jits_with_eigen_convolutions(dcgan):
         .as_text(),
     }
     for name, hlo in hlos.items():
-        total, in_ynn = _convolutions(hlo)
+        total, in_ynn = _ops(hlo)
         assert total > 0 and in_ynn == 0, f"{name}: {in_ynn} of {total} convolutions in YNNPACK"
     # Control: the same step with XLA's default options puts its convolutions in YNNPACK.
     default = jax.jit(
@@ -138,5 +143,5 @@ def test_the_library_compiles_its_dcgan_jits_with_eigen_convolutions(dcgan):
             check_vma=False,
         )
     )
-    total, in_ynn = _convolutions(default.lower(state, images, labels, key).compile().as_text())
+    total, in_ynn = _ops(default.lower(state, images, labels, key).compile().as_text())
     assert total > 0 and in_ynn > 0, (total, in_ynn)
