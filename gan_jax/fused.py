@@ -38,7 +38,10 @@ from gan_jax.models import Models
 from gan_jax.optim import Optimizers
 from gan_jax.parallel import DATA_AXIS, check_divisible
 from gan_jax.state import TrainState
-from gan_jax.step import train_step
+from gan_jax.step import StepNoise, step_noise, train_step
+
+# The noise of all k steps is drawn ahead of them while it takes at most this much memory.
+NOISE_AHEAD_MAX_BYTES = 64 * 2**20
 
 
 def local_batch_indices(
@@ -117,7 +120,20 @@ def multi_step(
         steps, config=config, num_examples=images.shape[0], axis_name=axis_name
     )
 
-    def body(state, indices):
+    # Likewise the noise: on CPU, threefry inside the loop ran as a rolled loop of tiny ops on
+    # one step's [B, latent] array at a time, about 5% of a seed_mlp step. Drawn for all steps
+    # at once it is the same bits (tests/test_fused.py checks seed_mlp bitwise).
+    local_batch = all_indices.shape[1]
+    noise_bytes = num_steps * config.n_critic * local_batch * (config.latent_dim + 1) * 4
+    all_noise = None
+    if noise_bytes <= NOISE_AHEAD_MAX_BYTES:
+        draw = functools.partial(
+            step_noise, key, local_batch=local_batch, config=config, axis_name=axis_name
+        )
+        all_noise = jax.vmap(draw)(steps)
+
+    def body(state, xs):
+        indices, noise = xs
         batch = data.gather_batch(images, labels, indices, pixel_range=models.pixel_range)
         return train_step(
             state,
@@ -127,20 +143,25 @@ def multi_step(
             optimizers=optimizers,
             config=config,
             axis_name=axis_name,
+            noise=noise,
         )
 
+    def inputs_of_step(i: int) -> tuple[jax.Array, StepNoise | None]:
+        noise = None if all_noise is None else jax.tree.map(lambda x: x[i], all_noise)
+        return all_indices[i], noise
+
     if unroll is None:
-        unroll = _unroll_on_cpu(body, state, all_indices[0], backend)
+        unroll = _unroll_on_cpu(body, state, inputs_of_step(0), backend)
     if not unroll:
         # One step per trip. Two or four per trip ran seed_mlp 5-11% faster (XLA:CPU overlaps
         # one step's Adam with the next one's noise only within a trip), but the states then
         # differ from separate steps, and across splits of the same steps, in the last bit.
-        return lax.scan(body, state, all_indices)
+        return lax.scan(body, state, (all_indices, all_noise))
     # Straight-line code, not lax.scan(unroll=True): that keeps a one-trip while loop when
     # num_steps == 1, and XLA:CPU then leaves it (and its convolutions) as it is.
     all_metrics = []
-    for indices in all_indices:
-        state, metrics = body(state, indices)
+    for i in range(num_steps):
+        state, metrics = body(state, inputs_of_step(i))
         all_metrics.append(metrics)
     return state, jax.tree.map(lambda *m: jnp.stack(m), *all_metrics)
 

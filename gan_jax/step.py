@@ -4,7 +4,8 @@
 
 `batch` is {"image": f32 [B, H, W, C] in the generator's pixel range, "label": int [B]} (labels
 are needed only by conditional models). All randomness of step s comes from
-`fold_in(key, state.step)`; pass the same `key` every step.
+`fold_in(key, state.step)`; pass the same `key` every step. `step_noise` draws it; code that runs
+many steps at once (gan_jax/fused.py) may draw it ahead and pass it in as `noise`.
 
 Data-parallel: with `axis_name`, `batch` holds this device's B/n examples. Gradients, BatchNorm
 statistics and metrics are averaged over the axis, and the noise is drawn for the global batch and
@@ -64,6 +65,35 @@ def global_norm(tree: Any) -> jax.Array:
     leaves = [jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)]
     # HIGHEST: on TPU a default-precision f32 dot rounds its inputs to bf16.
     return jnp.sqrt(sum(jnp.dot(leaf, leaf, precision=lax.Precision.HIGHEST) for leaf in leaves))
+
+
+class StepNoise(NamedTuple):
+    """The randomness of one train step, for this device's B examples."""
+
+    z: jax.Array  # f32 [n_critic, B, latent_dim]: the generator's input, per critic update
+    mix: jax.Array  # f32 [n_critic, B] in [0, 1): WGAN-GP interpolation weights, per update
+
+
+def step_noise(
+    key: jax.Array,
+    step: jax.Array | int,
+    *,
+    local_batch: int,
+    config: ml_collections.ConfigDict,
+    axis_name: str | None = None,
+) -> StepNoise:
+    """The noise `train_step` uses at `step`: a pure function of (key, step), vmap-able over step.
+
+    With `axis_name`, this device's rows of the global batch's noise (see `_global_draw`).
+    """
+    step_key = jax.random.fold_in(key, step)
+    zs, mixes = [], []
+    for critic_step in range(config.n_critic):
+        z_key, mix_key = jax.random.split(jax.random.fold_in(step_key, critic_step))
+        shape = (local_batch, config.latent_dim)
+        zs.append(_global_draw(jax.random.normal, z_key, shape, axis_name))
+        mixes.append(_global_draw(jax.random.uniform, mix_key, (local_batch,), axis_name))
+    return StepNoise(jnp.stack(zs), jnp.stack(mixes))
 
 
 def check_batch(batch: Batch, config: ml_collections.ConfigDict) -> None:
@@ -213,8 +243,11 @@ def train_step(
     optimizers: Optimizers,
     config: ml_collections.ConfigDict,
     axis_name: str | None = None,
+    noise: StepNoise | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One GAN training step; returns the new state and scalar metrics (averaged over devices).
+
+    `noise`: `step_noise(key, state.step, ...)` drawn ahead (the step draws it when None).
 
     Metrics: d_loss and g_loss (the objectives without penalties), r1_penalty and gp_penalty
     (0 when off), d_real and d_fake (mean sigmoid of the logits on real and fake images in the
@@ -227,20 +260,26 @@ def train_step(
     discriminator = models.discriminator.clone(axis_name=axis_name)
     real = batch["image"]
     labels = batch.get("label") if config.num_classes > 0 else None
-    local_batch = real.shape[0]
-    step_key = jax.random.fold_in(key, state.step)
+    if noise is None:
+        noise = step_noise(
+            key, state.step, local_batch=real.shape[0], config=config, axis_name=axis_name
+        )
+    want_z = (config.n_critic, real.shape[0], config.latent_dim)
+    if tuple(noise.z.shape) != want_z or tuple(noise.mix.shape) != want_z[:2]:
+        raise ValueError(
+            f"noise has z {tuple(noise.z.shape)} and mix {tuple(noise.mix.shape)}; this step "
+            f"needs z {want_z} and mix {want_z[:2]} (n_critic, local batch, latent_dim): "
+            "draw it with step_noise"
+        )
 
     for critic_step in range(config.n_critic):
-        z_key, mix_key = jax.random.split(jax.random.fold_in(step_key, critic_step))
-        z = _global_draw(jax.random.normal, z_key, (local_batch, config.latent_dim), axis_name)
-        mix = _global_draw(jax.random.uniform, mix_key, (local_batch,), axis_name)
-        forward = generator_forward(state, z, labels, generator=generator)
+        forward = generator_forward(state, noise.z[critic_step], labels, generator=generator)
         state, d_metrics = discriminator_update(
             state,
             real,
             forward.fake,
             labels,
-            mix,
+            noise.mix[critic_step],
             discriminator=discriminator,
             optimizer=optimizers.discriminator,
             config=config,

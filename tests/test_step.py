@@ -125,6 +125,36 @@ def test_randomness_comes_from_the_step_counter():
     assert float(at_zero["d_fake"]) != float(at_five["d_fake"])
 
 
+def test_noise_drawn_ahead_is_the_noise_the_step_draws():
+    """`step_noise` vmapped over steps (what gan_jax.fused does) gives the step's own noise, and
+    passing it in gives the same result bitwise; other noise gives another result."""
+    config = tiny_config("seed_mlp", gp_weight=1.0, loss="wasserstein", n_critic=2)
+    models, optimizers, state, batch = _setup(config)
+    key = jax.random.key(4)
+    state = state.replace(step=state.step + 3)
+    draw = functools.partial(step_lib.step_noise, key, local_batch=config.batch_size, config=config)
+    ahead = jax.jit(jax.vmap(draw))(jnp.arange(2, 6, dtype=jnp.int32))
+    at_three = jax.tree.map(lambda x: x[1], ahead)
+    assert_trees_equal(at_three, draw(3))
+    assert at_three.z.shape == (2, config.batch_size, config.latent_dim)
+    assert _differs(at_three.z[0], at_three.z[1])  # each critic update has its own noise
+
+    step = _jit_step(config, models, optimizers)
+    assert_trees_equal(step(state, batch, key, noise=at_three), step(state, batch, key))
+    other = jax.tree.map(lambda x: x[2], ahead)
+    assert _differs(
+        step(state, batch, key, noise=other)[0].g_params, step(state, batch, key)[0].g_params
+    )
+
+
+def test_noise_of_the_wrong_shape_is_refused():
+    config = tiny_config("seed_mlp")
+    models, optimizers, state, batch = _setup(config)
+    noise = step_lib.step_noise(jax.random.key(0), 0, local_batch=16, config=config)
+    with pytest.raises(ValueError, match=r"noise has z \(1, 16, 16\).*needs z \(1, 64, 16\)"):
+        _jit_step(config, models, optimizers)(state, batch, jax.random.key(0), noise=noise)
+
+
 @pytest.mark.parametrize(
     ("loss", "extra"),
     [
