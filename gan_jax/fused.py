@@ -153,9 +153,10 @@ def multi_step(
     if unroll is None:
         unroll = _unroll_on_cpu(body, state, inputs_of_step(0), backend)
     if not unroll:
-        # One step per trip. Two or four per trip ran seed_mlp 5-11% faster (XLA:CPU overlaps
-        # one step's Adam with the next one's noise only within a trip), but the states then
-        # differ from separate steps, and across splits of the same steps, in the last bit.
+        # One step per trip. Two or four per trip ran seed_mlp 2-11% faster (XLA:CPU overlaps
+        # one step's tail with the next one's head only within a trip), but the states then
+        # differ from separate steps, and across splits of the same steps, in the last bit
+        # (with YNNPACK's dots or Eigen's alike).
         return lax.scan(body, state, (all_indices, all_noise))
     # Straight-line code, not lax.scan(unroll=True): that keeps a one-trip while loop when
     # num_steps == 1, and XLA:CPU then leaves it (and its convolutions) as it is.
