@@ -25,7 +25,7 @@ from gan_jax import data, fused, optim, parallel, xla_options
 from gan_jax import models as models_lib
 from gan_jax.checkpointing import Checkpointer
 from gan_jax.state import create_train_state
-from gan_jax.step import train_step
+from gan_jax.step import step_noise, train_step
 from tests.helpers import assert_trees_close, assert_trees_equal, leaf_errors, tiny_config
 
 NUM_STEPS = 3
@@ -186,6 +186,34 @@ def _compiled_multi_step(case, num_steps, unroll):
     convolutions = [line for line in compiled.as_text().splitlines() if " convolution(" in line]
     forms = {line.split("dim_labels=")[1].split(",")[0].split()[0] for line in convolutions}
     return compiled, forms
+
+
+def test_noise_drawn_in_each_step_when_too_big_to_draw_ahead(monkeypatch):
+    """Over fused.NOISE_AHEAD_MAX_BYTES the steps draw their own noise: the same bits."""
+    case = _case("seed_mlp")
+    mesh = parallel.data_mesh(jax.devices()[:1])
+    images, labels = _on_mesh(mesh, case.images, case.labels)
+    state = parallel.replicate_on_mesh(case.state, mesh)
+    drawn_ahead = []
+
+    def counting_step_noise(*args, **kwargs):
+        drawn_ahead.append(1)
+        return step_noise(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "step_noise", counting_step_noise)
+    for budget, want_ahead in ((0, False), (fused.NOISE_AHEAD_MAX_BYTES, True)):
+        monkeypatch.setattr(fused, "NOISE_AHEAD_MAX_BYTES", budget)
+        drawn_ahead.clear()
+        step_k = fused.fused_train_step(
+            models=case.models,
+            optimizers=case.optimizers,
+            config=case.config,
+            mesh=mesh,
+            num_steps=NUM_STEPS,
+        )
+        got = step_k(jax.tree.map(jnp.copy, state), images, labels, case.key)
+        assert bool(drawn_ahead) == want_ahead, budget
+        assert_trees_equal(got, (case.want_state, case.want_metrics))
 
 
 def test_multi_step_under_jit_matches_separate_steps(dcgan_case):
