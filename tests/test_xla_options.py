@@ -124,9 +124,10 @@ def test_the_library_compiles_its_dcgan_jits_without_ynnpack(dcgan):
         .as_text(),
     }
     for name, hlo in hlos.items():
-        total, in_ynn = _ops(hlo)
-        assert total > 0 and in_ynn == 0, f"{name}: {in_ynn} of {total} convolutions in YNNPACK"
-    # Control: the same step with XLA's default options puts its convolutions in YNNPACK.
+        for op in ("convolution", "dot"):
+            total, in_ynn = _ops(hlo, op)
+            assert total > 0 and in_ynn == 0, f"{name}: {in_ynn} of {total} {op}s in YNNPACK"
+    # Control: the same step with XLA's default options puts its convolutions and dots in YNNPACK.
     default = jax.jit(
         jax.shard_map(
             lambda *args: fused.multi_step(
@@ -143,5 +144,7 @@ def test_the_library_compiles_its_dcgan_jits_without_ynnpack(dcgan):
             check_vma=False,
         )
     )
-    total, in_ynn = _ops(default.lower(state, images, labels, key).compile().as_text())
-    assert total > 0 and in_ynn > 0, (total, in_ynn)
+    default_hlo = default.lower(state, images, labels, key).compile().as_text()
+    for op in ("convolution", "dot"):
+        total, in_ynn = _ops(default_hlo, op)
+        assert total > 0 and in_ynn > 0, (op, total, in_ynn)
