@@ -73,7 +73,11 @@ CPU notes (2-core AMD EPYC, JAX 0.10.2, measured with the compiled step, same pr
   forward and backward passes took 0.78-0.95 s against 0.30 s for the f32 convolution.
 - `--xla_cpu_multi_thread_eigen=false` and the number of steps per dispatch (10-200 for
   seed_mlp) change throughput by less than the run-to-run noise (about 3%).
-- seed_mlp is a serial chain of small ops (see the README's throughput section).
+- seed_mlp is a serial chain of small ops (see the README's throughput section). For it the
+  script also times the step's matmuls alone (`mlp_matmul_step`: the same shapes, order and
+  dependencies, one axpy per weight in place of Adam, k per dispatch in a `lax.scan`, gan_jax's
+  compiler options) and prints what fraction of that ceiling the real step reaches. Eigen runs
+  these shapes (batch 128, widths 100-784) at 105-150 GFLOP/s, not the 2048^2 rate.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ YNNPACK_OPTIONS = {
     )
 }
 YNNPACK_SUFFIX = "+ynnpack"
+CEILING_SUFFIX = " matmuls"  # the timing entry of an MLP workload's matmuls alone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +321,94 @@ def matmul_timed(dtype: str, *, device: jax.Device, min_window_s: float, n: int 
     return Timed(lambda: jax.block_until_ready(matmul(a, b)), min_window_s)
 
 
+def mlp_matmul_step(config: ml_collections.ConfigDict) -> tuple[Callable, tuple[jax.Array, ...]]:
+    """The matmuls of one train step of an MLP workload, and nothing else: (step, weights).
+
+    The same shapes, operand orders and dependencies as the real step (the passes counted in
+    `flops_per_image`), with activations, losses and the EMA left out and Adam replaced by one
+    axpy per weight. `step(weights, (z, real))` returns the next weights. Its rate is a ceiling
+    for the workload on this backend: the real step does all of this work and more.
+    """
+    if config.model != "seed_mlp":
+        raise ValueError(f"the matmul ceiling is defined for seed_mlp, not {config.model!r}")
+    pixels = math.prod(config.image_shape)
+    g_dims = (config.latent_dim, config.g_width, pixels)
+    d_dims = (pixels, config.d_width, 1)
+
+    def forward(weights, x):
+        activations = [x]
+        for w in weights:
+            activations.append(activations[-1] @ w)
+        return activations
+
+    def backward(weights, activations, delta, *, weight_grads, first_input_grad):
+        grads = []
+        for i in reversed(range(len(weights))):
+            if weight_grads:
+                grads.insert(0, activations[i].T @ delta)
+            if i > 0 or first_input_grad:
+                delta = delta @ weights[i].T
+        return grads, delta
+
+    def axpy(weights, grads):
+        return [w - 1e-9 * g for w, g in zip(weights, grads, strict=True)]
+
+    def step(weights, inputs):
+        z, real = inputs
+        g_weights, d_weights = weights[:2], weights[2:]
+        g_acts = forward(g_weights, z)
+        fake = g_acts[-1]
+        d_acts = forward(d_weights, jnp.concatenate([real, fake]))
+        d_grads, _ = backward(
+            d_weights, d_acts, d_acts[-1], weight_grads=True, first_input_grad=False
+        )
+        d_weights = axpy(d_weights, d_grads)
+        f_acts = forward(d_weights, fake)
+        _, fake_grad = backward(
+            d_weights, f_acts, f_acts[-1], weight_grads=False, first_input_grad=True
+        )
+        g_grads, _ = backward(
+            g_weights, g_acts, fake_grad, weight_grads=True, first_input_grad=False
+        )
+        return (*axpy(g_weights, g_grads), *d_weights)
+
+    rng = np.random.default_rng(0)
+    weights = tuple(
+        jnp.asarray(0.05 * rng.standard_normal((n_in, n_out)), jnp.float32)
+        for dims in (g_dims, d_dims)
+        for n_in, n_out in zip(dims[:-1], dims[1:], strict=True)
+    )
+    return step, weights
+
+
+def mlp_matmul_timed(wl: Workload, *, device: jax.Device, min_window_s: float) -> Timed:
+    """`mlp_matmul_step` for k steps per dispatch in a `lax.scan`, compiled with gan_jax's
+    options on `device`: the same dispatch structure as the workload's fused step."""
+    config, k = wl.config, wl.steps_per_dispatch
+    step, weights = mlp_matmul_step(config)
+    rng = np.random.default_rng(1)
+    z = jnp.asarray(rng.standard_normal((config.batch_size, config.latent_dim)), jnp.float32)
+    real = jnp.asarray(rng.random((config.batch_size, weights[2].shape[0])), jnp.float32)
+    z, real, weights = jax.device_put((z, real, weights), device)
+
+    def k_steps(weights):
+        return jax.lax.scan(lambda w, _: (step(w, (z, real)), None), weights, length=k)[0]
+
+    compiled = (
+        jax.jit(k_steps, donate_argnums=0)
+        .lower(weights)
+        .compile(compiler_options=wl.compiler_options or xla_options.compiler_options())
+    )
+    box = [compiled(weights)]
+
+    def run():
+        box[0] = compiled(box[0])
+        jax.block_until_ready(box[0])
+
+    run()
+    return Timed(run, min_window_s)
+
+
 def synthetic_split(device_mesh: jax.sharding.Mesh) -> tuple[jax.Array, jax.Array]:
     """Uniform uint8 noise of MNIST's size and random labels, replicated on the mesh."""
     rng = np.random.default_rng(0)
@@ -481,6 +574,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         runs[wl.name] = WorkloadRun(wl, device=device, min_window_s=args.min_window_s)
         timed[wl.name] = runs[wl.name].timed
         print(f"compiled {wl.name} in {runs[wl.name].compile_s:.1f} s", flush=True)
+        if wl.config.model == "seed_mlp":
+            timed[wl.name + CEILING_SUFFIX] = mlp_matmul_timed(
+                wl, device=device, min_window_s=args.min_window_s
+            )
     time_round_robin(timed, args.windows)
 
     matmul = {
@@ -504,6 +601,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         )
         if not row["metrics_finite"]:
             print(f"warning: {name} produced non-finite metrics", flush=True)
+        if name + CEILING_SUFFIX in timed:
+            seconds = statistics.median(timed[name + CEILING_SUFFIX].seconds)
+            ceiling = row["batch_size"] * row["steps_per_dispatch"] / seconds
+            row["matmul_ceiling_images_per_s"] = ceiling
+            row["matmul_ceiling_gflops"] = ceiling * row["flops_per_image"] / 1e9
+            row["of_matmul_ceiling"] = row["images_per_s"] / ceiling
+            print(
+                f"{'':11s} {ceiling:>10,.0f} images/s with its matmuls alone "
+                f"({row['matmul_ceiling_gflops']:.1f} GFLOP/s); the step reaches "
+                f"{row['of_matmul_ceiling']:.1%} of that",
+                flush=True,
+            )
     table = markdown_table(rows, matmul["float32"])
     print()
     print(table)
