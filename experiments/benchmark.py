@@ -507,6 +507,15 @@ def markdown_table(rows: Sequence[dict[str, object]], matmul_f32: float) -> str:
             f"| {_format_flops(r['flops_per_image'])} | {r['gflops']:.1f} "
             f"| {r['gflops'] / matmul_f32:.1%} |"
         )
+        if "matmul_ceiling_images_per_s" in r:
+            lines.append(
+                f"| {r['workload']}: its matmuls alone | {r['batch_size']} "
+                f"| {r['steps_per_dispatch']} | {r['matmul_ceiling_images_per_s']:,.0f} "
+                f"| {r['matmul_ceiling_images_per_s_min']:,.0f}–"
+                f"{r['matmul_ceiling_images_per_s_max']:,.0f} "
+                f"| {_format_flops(r['flops_per_image'])} | {r['matmul_ceiling_gflops']:.1f} "
+                f"| {r['matmul_ceiling_gflops'] / matmul_f32:.1%} |"
+            )
     return "\n".join(lines)
 
 
@@ -602,9 +611,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         if not row["metrics_finite"]:
             print(f"warning: {name} produced non-finite metrics", flush=True)
         if name + CEILING_SUFFIX in timed:
-            seconds = statistics.median(timed[name + CEILING_SUFFIX].seconds)
-            ceiling = row["batch_size"] * row["steps_per_dispatch"] / seconds
+            seconds = timed[name + CEILING_SUFFIX].seconds
+            images_per_dispatch = row["batch_size"] * row["steps_per_dispatch"]
+            ceiling = images_per_dispatch / statistics.median(seconds)
             row["matmul_ceiling_images_per_s"] = ceiling
+            row["matmul_ceiling_images_per_s_min"] = images_per_dispatch / max(seconds)
+            row["matmul_ceiling_images_per_s_max"] = images_per_dispatch / min(seconds)
             row["matmul_ceiling_gflops"] = ceiling * row["flops_per_image"] / 1e9
             row["of_matmul_ceiling"] = row["images_per_s"] / ceiling
             print(
