@@ -5,7 +5,7 @@ process, taking turns; experiments/benchmark.py):
 
 - No YNNPACK. XLA:CPU (JAX 0.10) hands dots and convolutions to YNNPACK by default; its own
   (Eigen) kernels are faster for both here: convolutions 1.3-1.8x for every large convolution of
-  the DCGAN, so the DCGAN step runs about 1.4x faster (245 against 343 images/s, `dcgan+ynnpack`
+  the DCGAN, so the DCGAN step runs about 1.4x faster (241 against 345 images/s, `dcgan+ynnpack`
   against `dcgan`), and the seed_mlp step about 3% faster with its dots in Eigen too. The one
   thing YNNPACK does better here is a bf16 x bf16 -> f32 dot (about 380 GFLOP/s against 190);
   gan_jax's bf16 models compute at the f32 rate either way (experiments/benchmark.py, "CPU
