@@ -17,7 +17,7 @@ import argparse
 import functools
 import json
 import math
-import pathlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from gan_jax import xla_options
 from gan_jax.evaluation import classifier, reference
@@ -186,11 +187,12 @@ def format_table(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_run_config(workdir: str | pathlib.Path, step: int | None = None):
+def load_run_config(workdir: str | os.PathLike, step: int | None = None):
     """The config a checkpoint was saved with, else the run's `<workdir>/config.json`.
 
     The checkpoint's copy comes first: a resumed run rewrites config.json, and the checkpoint's
-    config is the one that produced that step's parameters.
+    config is the one that produced that step's parameters. `workdir` may be local or any URL
+    epath understands (gs://bucket/run), like the training loop's.
     """
     import ml_collections  # noqa: PLC0415
 
@@ -198,7 +200,7 @@ def load_run_config(workdir: str | pathlib.Path, step: int | None = None):
 
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
         saved = reader.restore_config(step)
-    path = pathlib.Path(workdir) / "config.json"
+    path = epath.Path(workdir) / "config.json"
     if saved is None and path.exists():
         saved = json.loads(path.read_text())
     if saved is None:
@@ -263,7 +265,7 @@ def generator_sampler(g_params: Any, g_state: Any, config: Any, *, models: Any =
     return sample_fn
 
 
-def restore_sampler(workdir: str | pathlib.Path, *, step: int | None = None) -> RestoredSampler:
+def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> RestoredSampler:
     """A sampler for a run's checkpoint (the latest when `step` is None), from the EMA generator
     params when the run keeps them, else the live ones; read-only, nothing in the run changes.
 
@@ -306,14 +308,14 @@ def summary_scalars(result: dict[str, Any], *, prefix: str = "eval/") -> dict[st
 
 
 def evaluate_run(
-    workdir: str | pathlib.Path,
+    workdir: str | os.PathLike,
     *,
     step: int | None = None,
     num_samples: int | None = None,
     seed: int = 0,
     include_floor: bool = True,
     write: bool = True,
-) -> tuple[dict[str, Any], pathlib.Path | None]:
+) -> tuple[dict[str, Any], epath.Path | None]:
     """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`."""
     sampler = restore_sampler(workdir, step=step)
     config, step = sampler.config, sampler.step
@@ -330,7 +332,7 @@ def evaluate_run(
     result.update(step=step, workdir=str(workdir), model=str(config.model))
     path = None
     if write:
-        path = pathlib.Path(workdir) / "eval" / f"step_{step}.json"
+        path = epath.Path(workdir) / "eval" / f"step_{step}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
     return result, path
