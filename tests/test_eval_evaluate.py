@@ -1,6 +1,7 @@
 """evaluate_generator on stand-in samplers, and the CLI on a tiny checkpointed run."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -161,3 +162,42 @@ class TestCommandLine:
         (tmp_path / "checkpoints").mkdir()
         assert evaluate.main(["--workdir", str(tmp_path)]) == 1
         assert "No checkpoints" in capsys.readouterr().err
+
+
+def test_run_config_is_read_from_a_cloud_workdir(tmp_path, monkeypatch):
+    """gs:// workdirs go through epath, as in the training loop (pathlib would turn
+    gs://bucket/run into the local path gs:/bucket/run). epath's gs:// backend is mocked to
+    a local directory, and the checkpoint holds no config, so config.json is what is read."""
+    from etils.epath import testing as epath_testing
+
+    from gan_jax import checkpointing
+    from tests.helpers import tiny_config
+
+    bucket = tmp_path / "bucket"
+    (bucket / "run").mkdir(parents=True)
+    config = tiny_config("seed_mlp")
+    (bucket / "run" / "config.json").write_text(config.to_json())
+
+    def local(path):
+        return str(path).replace("gs://bucket", str(bucket))
+
+    class NoCheckpointConfig:
+        def __init__(self, workdir, *, read_only):
+            assert str(workdir) == "gs://bucket/run" and read_only
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def restore_config(self, step):
+            return None
+
+    monkeypatch.setattr(checkpointing, "Checkpointer", NoCheckpointConfig)
+    with epath_testing.mock_epath(
+        open=lambda _, path, *args, **kwargs: open(local(path), *args, **kwargs),
+        exists=lambda _, path: os.path.exists(local(path)),
+    ):
+        loaded = evaluate.load_run_config("gs://bucket/run")
+    assert json.loads(loaded.to_json()) == json.loads(config.to_json())
