@@ -283,7 +283,10 @@ class Checkpointer:
                 raise NoCheckpointError(
                     f"No checkpoints in {self._directory} (the directory does not exist)."
                 )
-            options = ocp.CheckpointManagerOptions(read_only=True)
+            # save_interval_steps and create as Orbax sets them for a reader (else it warns).
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, save_interval_steps=0, create=False
+            )
             self._manager = ocp.CheckpointManager(
                 self._directory, item_handlers=_item_handlers(), options=options
             )
