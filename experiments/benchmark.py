@@ -388,7 +388,7 @@ def mlp_matmul_timed(wl: Workload, *, device: jax.Device, min_window_s: float) -
     step, weights = mlp_matmul_step(config)
     rng = np.random.default_rng(1)
     z = jnp.asarray(rng.standard_normal((config.batch_size, config.latent_dim)), jnp.float32)
-    real = jnp.asarray(rng.random((config.batch_size, weights[2].shape[0])), jnp.float32)
+    real = jnp.asarray(rng.random((config.batch_size, math.prod(config.image_shape))), jnp.float32)
     z, real, weights = jax.device_put((z, real, weights), device)
 
     def k_steps(weights):
