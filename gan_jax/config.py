@@ -145,8 +145,12 @@ def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.Confi
     config.num_grid_samples = 64  # fixed latents of the sample grid
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
-    config.eval_every = 0  # evaluate with the feature network during training
-    config.eval_at_end = True
+    # Quick evaluations every eval_every steps (and at the last step): FID, classifier score,
+    # ... of eval_every_num_samples samples against the same cached reference as the final
+    # evaluation, logged as quality/* and drawn in quality_curves.png (gan_jax.plots).
+    config.eval_every = 0  # 0 turns them off
+    config.eval_every_num_samples = 2000
+    config.eval_at_end = True  # the full evaluation of the final generator, logged as eval/*
     config.eval_num_samples = 10000  # 0: the dataset's default (26,000 for Stacked MNIST)
     return config
 
@@ -157,4 +161,9 @@ def validate_loop_config(config: ml_collections.ConfigDict) -> None:
     for key in ("log_every", "sample_every", "checkpoint_every", "eval_every", "eval_num_samples"):
         _check(int(config[key]) >= 0, key, "must be non-negative (0 turns it off)")
     _check(int(config.keep_checkpoints) >= 1, "keep_checkpoints", "must be at least 1")
+    _check(
+        int(config.eval_every_num_samples) >= 2,
+        "eval_every_num_samples",
+        f"must be at least 2 (FID needs a covariance), got {config.eval_every_num_samples!r}",
+    )
     _check(int(config.num_grid_samples) >= 1, "num_grid_samples", "must be at least 1")

@@ -6,6 +6,16 @@ dispatch runs up to `config.steps_per_dispatch` fused steps on the device-reside
 `gan_jax.fused`); logs, sample grids, checkpoints and evaluations happen between dispatches, on
 multiples of their intervals.
 
+Quality during training: with `eval_every` > 0, every eval_every steps and at the last step a
+quick evaluation scores `eval_every_num_samples` samples (FID, KID, precision, recall,
+classifier score, against the same cached reference as the final evaluation) and logs them as
+`quality/*` records in metrics.jsonl and TensorBoard, with `quality/train_minutes`: the training
+wall time up to that step, the evaluations' own time excluded, so the curves show quality per
+minute of training. The run's end draws them into quality_curves.png (gan_jax.plots) beside
+loss_curves.png. The full evaluation of the final generator (`eval_num_samples`, `eval/*` and
+eval/step_<S>.json) is a separate thing: fewer samples bias FID upwards, so the two are not mixed
+under one tag.
+
 Exact resume: the state holds every array that changes during training, the batch of step s and
 the noise of step s are pure functions of (config.seed, s), so a run killed and resumed from the
 checkpoint at step N ends bitwise identical to one that never stopped (tests/test_train_resume.py
@@ -53,7 +63,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import checkpointing, data, fused, optim, parallel, writers, xla_options
+from gan_jax import checkpointing, data, fused, optim, parallel, plots, writers, xla_options
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
 from gan_jax.state import TrainState, create_train_state
@@ -61,6 +71,7 @@ from gan_jax.state import TrainState, create_train_state
 GRID_FILE = "samples"  # images/<GRID_FILE>_<step>.png
 CONFIG_FILE = "config.json"
 LOSS_PLOT_FILE = "loss_curves.png"
+QUALITY_PLOT_FILE = "quality_curves.png"
 EVAL_DIR = "eval"  # eval/step_<S>.json
 
 
@@ -292,11 +303,13 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
     return sample
 
 
-def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[str, Any] | None:
+def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None:
     """Scores the sampling generator with the shipped feature network (MNIST-like data only).
 
-    Runs on process 0 alone, on host copies of the generator (the other processes go on to the
-    next dispatch and wait there), so processes sharing a machine never race on the caches.
+    `options` go to `evaluate.evaluate_generator` (num_samples, ...). Runs on process 0 alone,
+    on host copies of the generator (the other processes go on to the next dispatch and wait
+    there), so processes sharing a machine never race on the caches. None elsewhere, and for
+    datasets the feature network does not score.
     """
     if config.dataset not in ("mnist", "stacked_mnist"):
         logging.info("no feature network for %s; skipping evaluation", config.dataset)
@@ -307,15 +320,56 @@ def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[s
 
     g_params, g_state = jax.device_get((state.sampling_params, state.g_state))
     sample_fn = evaluate.generator_sampler(g_params, g_state, config, models=models)
-
-    result = evaluate.evaluate_generator(
+    return evaluate.evaluate_generator(
         sample_fn,
         dataset=config.dataset,
-        num_samples=config.eval_num_samples or None,
         pixel_range=models.pixel_range,
         data_dir=config.data_dir or None,
         data_seed=config.dataset_seed,
+        **options,
     )
+
+
+def _evaluate_quality(state, models, config, writer, step: int, train_seconds: float) -> None:
+    """The quick evaluation every `eval_every` steps: one `quality/*` record in metrics.jsonl.
+
+    `config.eval_every_num_samples` samples against the same cached reference as the final
+    evaluation, and the real-data floor at that sample count (cached after the first time).
+    Besides the metrics the record holds `quality/train_minutes` (the training wall time so far,
+    evaluations excluded: the curves show quality per minute of training) and
+    `quality/eval_seconds` (what this evaluation cost). No eval/step_<S>.json: that is the full
+    evaluation's.
+    """
+    num_samples = int(config.eval_every_num_samples)
+    result = _evaluate(
+        state, models, config, writer, num_samples=num_samples, floor_num_samples=num_samples
+    )
+    if result is None:
+        return
+    from gan_jax import evaluate  # local, as in _evaluate
+
+    scalars = evaluate.summary_scalars(result, prefix=plots.QUALITY_PREFIX)
+    scalars[plots.QUALITY_PREFIX + "num_samples"] = result["num_samples"]
+    scalars[plots.TRAIN_MINUTES] = train_seconds / 60.0
+    scalars[plots.QUALITY_PREFIX + "eval_seconds"] = result["seconds"]
+    writer.write(step, scalars)
+    logging.info(
+        "step %d: FID %.2f, classifier score %.3f on %d samples (%.1f s)",
+        step,
+        result["fid"],
+        result["classifier_score"],
+        num_samples,
+        result["seconds"],
+    )
+
+
+def _evaluate_final(state, models, config, log_dir: Path, step: int, writer) -> None:
+    """The full evaluation of the final generator: `eval/*` scalars and eval/step_<S>.json."""
+    result = _evaluate(state, models, config, writer, num_samples=config.eval_num_samples or None)
+    if result is None:
+        return
+    from gan_jax import evaluate  # local, as in _evaluate
+
     result.update(step=step, model=config.model)
     scalars = {
         f"eval/{k}": v for k, v in result.items() if isinstance(v, int | float) and k != "step"
@@ -325,7 +379,13 @@ def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     logging.info("evaluation at step %d:\n%s", step, evaluate.format_table(result))
-    return result
+
+
+def _logged_train_seconds(metrics_path: Path) -> float:
+    """The last `train_time_s` a run's metrics.jsonl holds (0 if none): where a resumed run's
+    training clock continues from. The time after that record, up to the checkpoint, is lost."""
+    times = [r["train_time_s"] for r in writers.read_metrics(metrics_path) if "train_time_s" in r]
+    return float(times[-1]) if times else 0.0
 
 
 def _warn_on_config_change(checkpointer: checkpointing.Checkpointer, config) -> None:
@@ -350,7 +410,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """Trains (or resumes) the run `config` describes in `workdir`; returns the final state.
 
     Writes to workdir: checkpoints/, config.json, metrics.jsonl, tensorboard/, images/ (sample
-    grids), loss_curves.png, eval/step_<S>.json. Only process 0 writes anything but checkpoints.
+    grids), loss_curves.png, quality_curves.png (with `eval_every`), eval/step_<S>.json. Only
+    process 0 writes anything but checkpoints.
     `workdir` may be a local path or a URL Orbax and epath understand (gs://bucket/run).
 
     Raises:
@@ -413,7 +474,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         progress = stack.enter_context(writers.Progress(config.num_steps, step))
         sample_grid = _grid_sampler(models, config, grid_key)
         compiled: dict[int, Any] = {}  # one compiled fused function per dispatch length
+        # Training time, for the quality curves: this run's wall time less its evaluations,
+        # after the training time of the run it resumes (as far as its log recorded it).
+        eval_seconds = 0.0
+        train_time_before = _logged_train_seconds(writer.metrics_path) if step > 0 else 0.0
         start = time.perf_counter()
+
+        def train_seconds() -> float:
+            return train_time_before + time.perf_counter() - start - eval_seconds
 
         def save_grid(state: TrainState, step: int) -> Path | None:
             grid = writers.image_grid(
@@ -439,11 +507,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     .lower(state, images, labels, train_key)
                     .compile()
                 )
-                logging.info(
-                    "compiled the %d-step dispatch in %.1f s",
-                    length,
-                    time.perf_counter() - compile_start,
-                )
+                compile_seconds = time.perf_counter() - compile_start
+                progress.exclude_time(compile_seconds)  # once per length: not in the ETA
+                logging.info("compiled the %d-step dispatch in %.1f s", length, compile_seconds)
             dispatch_start = time.perf_counter()
             state, metrics = compiled[length](state, images, labels, train_key)
             metrics = jax.device_get(metrics)  # the one host sync per dispatch
@@ -462,8 +528,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             progress.update(step, images_per_s, last)
             if _due(step, config.log_every) or step == config.num_steps:
                 means = {name: float(np.mean(values)) for name, values in metrics.items()}
-                wall = time.perf_counter() - start
-                writer.write(step, {**means, "images_per_s": images_per_s, "wall_time_s": wall})
+                times = {
+                    "wall_time_s": time.perf_counter() - start,
+                    "train_time_s": train_seconds(),
+                }
+                writer.write(step, {**means, "images_per_s": images_per_s, **times})
             if _due(step, config.sample_every):
                 save_grid(state, step)
             if _due(step, config.checkpoint_every):
@@ -471,8 +540,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 if mirror is not None:
                     writer.flush()
                     mirror.sync()
-            if _due(step, config.eval_every) and step < config.num_steps:
-                _evaluate(state, models, config, log_dir, step, writer)
+            if _due(step, config.eval_every) or (config.eval_every and step == config.num_steps):
+                eval_start = time.perf_counter()
+                _evaluate_quality(state, models, config, writer, step, train_seconds())
+                eval_seconds += time.perf_counter() - eval_start
             stopping = _any_process(bool(stop))
 
         checkpointer.save(step, state, config=config, force=True)
@@ -489,10 +560,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             if done.exists():
                 logging.info("step %d was evaluated before: %s", step, done)
             else:
-                _evaluate(state, models, config, log_dir, step, writer)
+                _evaluate_final(state, models, config, log_dir, step, writer)
         if writer.active:
             writer.flush()
-            writers.plot_losses(writer.metrics_path, log_dir / LOSS_PLOT_FILE)
+            plots.plot_losses(writer.metrics_path, log_dir / LOSS_PLOT_FILE)
+            plots.plot_quality(writer.metrics_path, log_dir / QUALITY_PLOT_FILE)
             shown = epath.Path(workdir) / grid_path.relative_to(log_dir) if remote else grid_path
             logging.info("finished at step %d; samples: %s", step, shown)
             print(f"samples: {shown}", flush=True)

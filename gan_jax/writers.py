@@ -1,4 +1,4 @@
-"""What people read and look at: JSON-lines metrics, TensorBoard, image grids, plots, progress.
+"""What people read and look at: JSON-lines metrics, TensorBoard, image grids, progress.
 
 Only process 0 of a multi-process run writes (`jax.process_index() == 0`); on every other process
 the writers and the progress reporter are silent no-ops, so the training loop calls them
@@ -11,6 +11,8 @@ Files under `<workdir>`:
                   turns them back into floats.
   tensorboard/    TensorBoard event files (tensorboardX; no TensorFlow needed).
   images/         PNG sample grids, `<name>_<step>.png`.
+
+The plots drawn from metrics.jsonl are in gan_jax.plots.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ _NON_FINITE_TO_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _JSON_TO_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _is_writer_process() -> bool:
+def is_writer_process() -> bool:
+    """Whether this process writes logs and files (process 0 of a multi-process run)."""
     return jax.process_index() == 0
 
 
@@ -269,7 +272,7 @@ class MetricWriter:
         resume_step: int | None = None,
         tensorboard: bool = True,
     ):
-        self._active = _is_writer_process()
+        self._active = is_writer_process()
         self._workdir = Path(workdir)
         self._file: TextIO | None = None
         self._tb = None
@@ -352,54 +355,6 @@ class MetricWriter:
 
 
 # ----------------------------------------------------------------------------------------------
-# Loss plot.
-
-
-def plot_losses(
-    metrics_jsonl_path: str | os.PathLike,
-    png_path: str | os.PathLike,
-    *,
-    keys: Iterable[str] = ("d_loss", "g_loss"),
-    title: str | None = None,
-) -> Path | None:
-    """Plots `keys` against step from a metrics.jsonl file into a PNG; returns its path.
-
-    Records without a key are skipped for that key; non-finite values leave gaps. Does nothing
-    and returns None on processes other than 0. Uses Matplotlib's Agg canvas directly, so no
-    global backend is switched and no display is needed.
-    """
-    if not _is_writer_process():
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    records = read_metrics(metrics_jsonl_path)
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    plotted = 0
-    for key in keys:
-        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), int | float)]
-        if points:
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=key, linewidth=1.0)
-            plotted += 1
-    if plotted:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.set_title(title or Path(metrics_jsonl_path).parent.name)
-    fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path)
-    return png_path
-
-
-# ----------------------------------------------------------------------------------------------
 # Progress.
 
 
@@ -420,8 +375,10 @@ class Progress:
         step 1200/5000 (24.0%) | 1534.2 img/s | elapsed 0:01:02 | ETA 0:03:15 | d_loss 0.6931 ...
 
     is printed on the first update, then at most every `every_seconds`, and at the last step. The
-    ETA uses the step rate since the previous line, so the first steps' compilation time does not
-    linger in it. Silent on processes other than 0.
+    ETA uses the step rate since the previous line, less the time handed to `exclude_time` (the
+    loop hands it each compilation: a 71 s compile before a first 5-step dispatch would
+    otherwise make the first ETA hours long); `elapsed` is the whole time. Silent on processes
+    other than 0.
 
     Args:
       total_steps: the step training ends at.
@@ -444,7 +401,7 @@ class Progress:
         display_keys: Iterable[str] = ("d_loss", "g_loss"),
         clock: Callable[[], float] = time.monotonic,
     ):
-        self._active = _is_writer_process()
+        self._active = is_writer_process()
         self._total = int(total_steps)
         self._stream = stream if stream is not None else sys.stderr
         self._every = float(every_seconds)
@@ -453,6 +410,7 @@ class Progress:
         self._start = clock()
         self._last_step = int(initial_step)
         self._last_line: tuple[float, int] | None = None  # (time, step) of the last plain line
+        self._excluded = 0.0  # seconds since the last plain line left out of the rate
         self._bar = None
         if use_bar is None:
             use_bar = bool(getattr(self._stream, "isatty", lambda: False)())
@@ -479,7 +437,8 @@ class Progress:
         """The plain progress line for `step` at the current clock time."""
         now = self._clock()
         since_time, since_step = self._last_line or self._line_origin
-        rate = (step - since_step) / (now - since_time) if now > since_time else math.nan
+        seconds = now - since_time - self._excluded
+        rate = (step - since_step) / seconds if seconds > 0 else math.nan
         eta = (self._total - step) / rate if rate > 0 else math.nan
         percent = 100.0 * step / self._total if self._total else 100.0
         parts = [f"step {step}/{self._total} ({percent:.1f}%)"]
@@ -518,7 +477,20 @@ class Progress:
             self._stream.write(self.format_line(step, images_per_s, metrics) + "\n")
             self._stream.flush()
             self._last_line = (now, step)
+            self._excluded = 0.0
         self._last_step = step
+
+    def exclude_time(self, seconds: float) -> None:
+        """Leaves `seconds` just spent (compiling, say) out of the step rate the ETA uses.
+
+        The plain line's rate window and the bar's (tqdm measures its rate from its last
+        refresh) both shrink by `seconds`; the elapsed time still counts them.
+        """
+        if not self._active or seconds <= 0:
+            return
+        self._excluded += float(seconds)
+        if self._bar is not None:
+            self._bar.last_print_t += float(seconds)
 
     def close(self) -> None:
         if self._bar is not None:

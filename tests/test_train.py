@@ -12,20 +12,30 @@ import json
 import re
 import signal
 import struct
+import time
 
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from gan_jax import checkpointing, data, fused, optim, parallel, train, writers
+from gan_jax import checkpointing, data, fused, optim, parallel, plots, train, writers
 from gan_jax import models as models_lib
 from gan_jax.checkpointing import Checkpointer, CheckpointMismatchError, WorkdirError
 from gan_jax.state import create_train_state
 from gan_jax.train import NonFiniteMetricError, train_and_evaluate
 from tests import test_train_support as support
 
-METRIC_KEYS = {"step", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time_s"}
+METRIC_KEYS = {
+    "step",
+    "d_loss",
+    "g_loss",
+    "d_real",
+    "d_fake",
+    "images_per_s",
+    "wall_time_s",
+    "train_time_s",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,6 +152,91 @@ def test_tiny_run_writes_everything(tmp_path, capsys, monkeypatch):
     assert (workdir / "metrics.jsonl").read_text() == before
     assert len(evaluations) == 1
     assert support.committed_steps(workdir) == [8, 12]
+
+
+def _fake_quick_evaluations(monkeypatch, seconds: float):
+    """Replaces evaluate_generator with a stand-in taking `seconds`; returns its calls' kwargs.
+
+    Its FID is the mean of the sampled images (so it follows the generator), its classifier
+    score counts the calls.
+    """
+    from gan_jax import evaluate
+
+    calls = []
+
+    def fake_evaluate(sample_fn, **kwargs):
+        calls.append(kwargs)
+        time.sleep(seconds)
+        images = np.asarray(sample_fn(jax.random.key(0), 5))
+        return {
+            "num_samples": kwargs["num_samples"],
+            "fid": float(images.mean()),
+            "classifier_score": float(len(calls)),
+            "floor": {"fid": 0.25, "classifier_score": 9.5},
+            "seconds": seconds,
+        }
+
+    monkeypatch.setattr(evaluate, "evaluate_generator", fake_evaluate)
+    return calls
+
+
+def test_quick_evaluations_log_quality_records_and_draw_the_curves(tmp_path, monkeypatch):
+    calls = _fake_quick_evaluations(monkeypatch, seconds=1.0)
+    config = _config(num_steps=10, eval_every=4, eval_every_num_samples=300, eval_at_end=False)
+    workdir = tmp_path / "run"
+    train_and_evaluate(config, workdir)
+
+    # Every eval_every steps and at the last step, on the configured sample count, with the
+    # floor on the same count; nothing else evaluated (no final evaluation in this config).
+    assert [c["num_samples"] for c in calls] == [300, 300, 300]
+    assert [c["floor_num_samples"] for c in calls] == [300, 300, 300]
+    records = writers.read_metrics(workdir / "metrics.jsonl")
+    quality = [r for r in records if "quality/fid" in r]
+    assert [r["step"] for r in quality] == [4, 8, 10]
+    assert [r["quality/classifier_score"] for r in quality] == [1.0, 2.0, 3.0]
+    assert all(r["quality/floor_fid"] == 0.25 and r["quality/num_samples"] == 300 for r in quality)
+    assert all(r["quality/eval_seconds"] == 1.0 for r in quality)
+    assert len({r["quality/fid"] for r in quality}) == 3  # the generator changed between them
+    assert not (workdir / "eval").exists()  # eval/step_<S>.json is the full evaluation's
+
+    # Training minutes leave the evaluations out: by the log of step 8 the evaluation at step 4
+    # (1 s) had run, and wall time and training time differ by it.
+    minutes = [r["quality/train_minutes"] for r in quality]
+    assert minutes == sorted(minutes) and minutes[0] > 0
+    (log8,) = [r for r in records if r["step"] == 8 and "wall_time_s" in r]
+    assert 1.0 <= log8["wall_time_s"] - log8["train_time_s"] < 4.0  # + sampler compile
+    (log10,) = [r for r in records if r["step"] == 10 and "wall_time_s" in r]
+    assert 2.0 <= log10["wall_time_s"] - log10["train_time_s"] < 5.0
+    assert minutes[-1] * 60 == pytest.approx(log10["train_time_s"], abs=0.2)
+
+    # The curves: a PNG drawn from exactly these records.
+    with Image.open(workdir / "quality_curves.png") as png:
+        assert png.format == "PNG" and png.size == (1000, 650)
+    fig = plots.quality_figure(records)
+    fid_by_step, fid_by_minutes = fig.axes[0].lines[0], fig.axes[1].lines[0]
+    np.testing.assert_array_equal(fid_by_step.get_xdata(), [4, 8, 10])
+    np.testing.assert_array_equal(fid_by_step.get_ydata(), [r["quality/fid"] for r in quality])
+    np.testing.assert_array_equal(fid_by_minutes.get_xdata(), minutes)
+    assert (workdir / "loss_curves.png").exists()
+
+
+def test_resumed_run_continues_the_training_clock(tmp_path, monkeypatch):
+    _fake_quick_evaluations(monkeypatch, seconds=0.0)
+    workdir = tmp_path / "run"
+    train_and_evaluate(_config(num_steps=8, eval_every=4, eval_at_end=False), workdir)
+    # As if the first 8 steps had taken 1,000 s of training.
+    path = workdir / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in lines:
+        if "train_time_s" in record:
+            record["train_time_s"] += 1000.0
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    train_and_evaluate(_config(num_steps=12, eval_every=4, eval_at_end=False), workdir)
+    quality = [r for r in writers.read_metrics(path) if "quality/fid" in r]
+    assert [r["step"] for r in quality] == [4, 8, 12]
+    assert quality[1]["quality/train_minutes"] < 1.0  # the first run's own record, untouched
+    assert 1000.0 / 60 < quality[2]["quality/train_minutes"] < 1000.0 / 60 + 1.0
 
 
 def test_remote_workdir_gets_logs_copied_and_resumes_its_log(tmp_path, monkeypatch):

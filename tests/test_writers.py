@@ -1,4 +1,4 @@
-"""Tests for gan_jax.writers: JSONL and TensorBoard contents, resume truncation, grids, plots."""
+"""Tests for gan_jax.writers: JSONL and TensorBoard contents, resume truncation, grids, progress."""
 
 from __future__ import annotations
 
@@ -151,16 +151,15 @@ def test_write_images_png_and_tensorboard(tmp_path):
 
 
 def test_other_processes_write_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(writers, "_is_writer_process", lambda: False)
+    monkeypatch.setattr(writers, "is_writer_process", lambda: False)
     stream = io.StringIO()
     with MetricWriter(tmp_path / "run", resume_step=0) as w:
         assert not w.active
         w.write(1, {"d_loss": 1.0})
         assert w.write_images(1, "samples", np.zeros((4, 4, 1), np.uint8)) is None
-    assert writers.plot_losses(tmp_path / "m.jsonl", tmp_path / "p.png") is None
     with Progress(10, stream=stream, use_bar=False) as p:
         p.update(10, 1.0, {"d_loss": 1.0})
-    assert not (tmp_path / "run").exists() and not (tmp_path / "p.png").exists()
+    assert not (tmp_path / "run").exists()
     assert stream.getvalue() == ""
 
 
@@ -216,23 +215,6 @@ def test_save_image_grid_png_mode_and_size(tmp_path, channels, mode):
 
 
 # ----------------------------------------------------------------------------------------------
-# Plot.
-
-
-def test_plot_losses_writes_png(tmp_path):
-    with MetricWriter(tmp_path, tensorboard=False) as w:
-        for step in range(0, 100, 10):
-            w.write(step, {"d_loss": 1.0 / (step + 1), "g_loss": 0.5, "images_per_s": 10.0})
-    png = writers.plot_losses(tmp_path / "metrics.jsonl", tmp_path / "plots" / "losses.png")
-    with Image.open(png) as im:
-        assert im.format == "PNG" and im.size == (700, 400)
-        # Not a blank canvas: the curves and axes draw many distinct colours.
-        assert len(np.unique(np.asarray(im.convert("L")))) > 10
-    empty = writers.plot_losses(tmp_path / "missing.jsonl", tmp_path / "empty.png")
-    assert empty.exists()
-
-
-# ----------------------------------------------------------------------------------------------
 # Progress.
 
 
@@ -275,6 +257,43 @@ def test_progress_resumed_run_counts_from_initial_step():
     clock.t = 5.0
     progress.update(910)
     assert stream.getvalue().strip() == "step 910/1000 (91.0%) | elapsed 0:00:05 | ETA 0:00:45"
+
+
+def test_progress_eta_leaves_out_compilation():
+    stream, clock = io.StringIO(), FakeClock()
+    progress = Progress(1000, 0, every_seconds=30, stream=stream, use_bar=False, clock=clock)
+    clock.t = 60.0  # compiling the 5-step dispatch
+    progress.exclude_time(60.0)
+    clock.t = 65.0  # its first dispatch: 5 steps in 5 s
+    progress.update(5)
+    clock.t = 70.0
+    progress.update(10)  # within 30 s of the last line: no line
+    clock.t = 95.0  # compiling another length, 25 s
+    progress.exclude_time(25.0)
+    clock.t = 100.0
+    progress.update(15)
+    lines = stream.getvalue().splitlines()
+    # 1 step/s: 995 steps to go, not the 12,935 s that counting the compilation would give.
+    assert lines[0] == "step 5/1000 (0.5%) | elapsed 0:01:05 | ETA 0:16:35"
+    # Since the last line: 10 steps in 35 s, 25 of them compiling; 985 steps to go at 1 step/s.
+    assert lines[1] == "step 15/1000 (1.5%) | elapsed 0:01:40 | ETA 0:16:25"
+    # The next window starts afresh: 10 steps in 30 s, nothing left out; 975 to go.
+    clock.t = 130.0
+    progress.update(25)
+    assert stream.getvalue().splitlines()[2].endswith("ETA 0:48:45")
+
+
+def test_progress_bar_rate_leaves_out_excluded_time():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    progress = Progress(100, 0, stream=Terminal())
+    before = progress._bar.last_print_t
+    progress.exclude_time(50.0)
+    # tqdm measures its rate from its last refresh: moved forward, the 50 s are not in it.
+    assert progress._bar.last_print_t == before + 50.0
+    progress.close()
 
 
 def test_progress_bar_on_a_terminal():
