@@ -22,6 +22,9 @@ def get_config():
     config.num_steps = 10000
     config.ema_decay = 0.999
     config.eval_num_samples = 26000
+    # On CPU conv steps are unrolled (gan_jax/fused.py): 5 steps per dispatch compile in 6 s
+    # here, the inherited 50 in 228 s (2 loaded CPU cores).
+    config.steps_per_dispatch = 5
     config.eval_every = 2500
     config.checkpoint_every = 1000
     config.sample_every = 1000
