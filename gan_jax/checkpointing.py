@@ -42,6 +42,8 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 from orbax.checkpoint.checkpoint_manager import StepAlreadyExistsError
 
+from gan_jax import paths
+
 PyTree = Any
 StateT = TypeVar("StateT")
 
@@ -248,8 +250,8 @@ class Checkpointer:
         ckpt.close()
 
     Args:
-      workdir: the run's directory; checkpoints go to `<workdir>/checkpoints`. Local paths and
-        paths Orbax's `epath` understands (e.g. `gs://...`) work.
+      workdir: the run's directory; checkpoints go to `<workdir>/checkpoints`. Local paths
+        (relative ones and `~` included) and URLs Orbax's `epath` understands (`gs://...`) work.
       max_to_keep: keep the newest this many checkpoints (None: keep all).
       save_interval_steps: `save` without `force` saves when `step % save_interval_steps == 0`
         (or when JAX's preemption sync point is reached); 0 saves only with `force=True`.
@@ -277,7 +279,8 @@ class Checkpointer:
             raise ValueError(f"save_interval_steps must be >= 0, got {save_interval_steps}")
         self._max_to_keep = max_to_keep
         self._read_only = read_only
-        self._directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
+        # Orbax refuses relative paths; `~` and relative paths are the user's (gan_jax.paths).
+        self._directory = epath.Path(paths.resolve(workdir)) / CHECKPOINT_SUBDIR
         if read_only:
             if not self._directory.exists():
                 raise NoCheckpointError(

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from gan_jax import xla_options
+from gan_jax import paths, xla_options
 from gan_jax.evaluation import classifier, reference
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
@@ -198,6 +198,7 @@ def load_run_config(workdir: str | os.PathLike, step: int | None = None):
 
     from gan_jax import checkpointing  # noqa: PLC0415
 
+    workdir = paths.resolve(workdir)
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
         saved = reader.restore_config(step)
     path = epath.Path(workdir) / "config.json"
@@ -276,6 +277,7 @@ def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> R
     """
     from gan_jax import checkpointing, models, state  # noqa: PLC0415
 
+    workdir = paths.resolve(workdir)
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
         steps = reader.all_steps()
         if not steps:
@@ -316,7 +318,12 @@ def evaluate_run(
     include_floor: bool = True,
     write: bool = True,
 ) -> tuple[dict[str, Any], epath.Path | None]:
-    """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`."""
+    """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`.
+
+    `workdir` may be relative or start with `~` (resolved against the current directory), or be
+    a URL such as gs://bucket/run.
+    """
+    workdir = paths.resolve(workdir)
     sampler = restore_sampler(workdir, step=step)
     config, step = sampler.config, sampler.step
     result = evaluate_generator(

@@ -53,7 +53,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import checkpointing, data, fused, optim, parallel, writers, xla_options
+from gan_jax import checkpointing, data, fused, optim, parallel, paths, writers, xla_options
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
 from gan_jax.state import TrainState, create_train_state
@@ -188,7 +188,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether `path` is a URL such as gs://bucket/run rather than a local path."""
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", os.fspath(path)) is not None
+    return paths.is_url(path)
 
 
 def local_log_dir(workdir: str) -> Path:
@@ -261,6 +261,9 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
         image_shape=tuple(config.image_shape),
         seed=config.dataset_seed,
         mnist_dir=config.mnist_dir or None,
+        # Processes of one run may share the data directory: none rebuilds it behind another's
+        # back (they stop with the message that says how to rebuild it).
+        repair=jax.process_count() == 1,
     )
     if tuple(images.shape[1:]) != tuple(config.image_shape):
         raise ValueError(
@@ -351,7 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     Writes to workdir: checkpoints/, config.json, metrics.jsonl, tensorboard/, images/ (sample
     grids), loss_curves.png, eval/step_<S>.json. Only process 0 writes anything but checkpoints.
-    `workdir` may be a local path or a URL Orbax and epath understand (gs://bucket/run).
+    `workdir` may be a local path (relative ones and `~` are resolved against the current
+    directory and home) or a URL Orbax and epath understand (gs://bucket/run).
 
     Raises:
       ValueError: an invalid config (naming the key).
@@ -363,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     config_lib.validate_config(config)
     config_lib.validate_loop_config(config)
-    workdir = os.fspath(workdir)
+    workdir = paths.resolve(workdir)
     remote = is_remote(workdir)
     log_dir = local_log_dir(workdir) if remote else Path(workdir)
     mesh = parallel.data_mesh()
