@@ -1,10 +1,12 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-One run = one workdir. On start it restores the latest checkpoint in `<workdir>/checkpoints` when
-there is one and continues from that step; otherwise it initialises from `config.seed`. Each
-dispatch runs up to `config.steps_per_dispatch` fused steps on the device-resident dataset (see
-`gan_jax.fused`); logs, sample grids, checkpoints and evaluations happen between dispatches, on
-multiples of their intervals.
+One run = one workdir, held by a lock file while the run lives (gan_jax.workdir_lock): a second
+trainer on the same workdir stops before writing anything and names the first. On start it
+restores the latest checkpoint in `<workdir>/checkpoints` when there is one and continues from
+that step; otherwise it initialises from `config.seed`. Each dispatch runs up to
+`config.steps_per_dispatch` fused steps on the device-resident dataset (see `gan_jax.fused`);
+logs, sample grids, checkpoints and evaluations happen between dispatches, on multiples of their
+intervals.
 
 Exact resume: the state holds every array that changes during training, the batch of step s and
 the noise of step s are pure functions of (config.seed, s), so a run killed and resumed from the
@@ -53,7 +55,17 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import checkpointing, data, fused, optim, parallel, paths, writers, xla_options
+from gan_jax import (
+    checkpointing,
+    data,
+    fused,
+    optim,
+    parallel,
+    paths,
+    workdir_lock,
+    writers,
+    xla_options,
+)
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
 from gan_jax.state import TrainState, create_train_state
@@ -345,6 +357,32 @@ def _warn_on_config_change(checkpointer: checkpointing.Checkpointer, config) -> 
         )
 
 
+@contextlib.contextmanager
+def _hold_workdir(workdir: str) -> Iterator[None]:
+    """Holds `workdir` for this run (see gan_jax.workdir_lock) until the block exits.
+
+    Process 0 alone takes the lock, for the whole run; every process then learns whether it got
+    it, so all of them stop together when another run holds the workdir.
+    """
+    lock, error = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = workdir_lock.acquire(workdir)
+        except checkpointing.WorkdirError as e:
+            error = e
+    if _any_process(error is not None):
+        if error is not None:
+            raise error
+        raise workdir_lock.WorkdirHeldError(
+            f"process 0 could not take {workdir} for this run; its log says why."
+        )
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -361,6 +399,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       ValueError: an invalid config (naming the key).
       checkpointing.WorkdirError: the workdir is not writable or its disk too full for the
         checkpoints; raised before anything is trained.
+      workdir_lock.WorkdirHeldError (a WorkdirError): another live run holds the workdir;
+        raised before anything is written.
       checkpointing.CheckpointMismatchError: the workdir holds a checkpoint of another model or
         shape; it is left as it is.
       NonFiniteMetricError: a metric became NaN or Inf; names the metric and the step.
@@ -377,6 +417,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     init_key, train_key, grid_key = jax.random.split(jax.random.key(config.seed), 3)
 
     with contextlib.ExitStack() as stack:
+        # First, so that it is released last: one run per workdir.
+        stack.enter_context(_hold_workdir(workdir))
         # From the start: a signal during start-up (data preparation, compilation) ends the run
         # cleanly too.
         stop = stack.enter_context(_stop_on_signals())
