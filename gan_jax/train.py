@@ -403,6 +403,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raised before anything is written.
       checkpointing.CheckpointMismatchError: the workdir holds a checkpoint of another model or
         shape; it is left as it is.
+      checkpointing.NoReadableCheckpointError (a CheckpointMismatchError): every checkpoint is
+        damaged; none is moved. Damaged checkpoints newer than a readable one are moved aside
+        (`<step>.damaged-<time>`, logged) and the run continues from the readable one.
       NonFiniteMetricError: a metric became NaN or Inf; names the metric and the step.
     """
     config_lib.validate_config(config)
@@ -437,7 +440,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         )
         checkpointer.check_disk_space(target)
         if checkpointer.latest_step() is not None:
-            state = checkpointer.restore(target)  # straight into the replicated layout
+            # Straight into the replicated layout; a damaged latest checkpoint is moved aside.
+            state = checkpointer.restore_newest_readable(target)
             logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
             _warn_on_config_change(checkpointer, config)
         else:
