@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -38,9 +39,12 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 from orbax.checkpoint.checkpoint_manager import StepAlreadyExistsError
+
+from gan_jax import paths
 
 PyTree = Any
 StateT = TypeVar("StateT")
@@ -62,6 +66,21 @@ def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's saved arrays do not match the state it is restored into."""
+
+
+class DamagedCheckpointError(CheckpointMismatchError):
+    """A checkpoint's files cannot be read (truncated or missing): damaged, not another model.
+
+    A CheckpointMismatchError too, so callers that stop on an unusable checkpoint stop on this.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+class NoReadableCheckpointError(DamagedCheckpointError):
+    """Every checkpoint of a run is damaged; nothing was moved, the message says what to do."""
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -200,6 +219,24 @@ def _is_local(path: epath.Path) -> bool:
     return "://" not in str(path)
 
 
+def _short_reason(error: BaseException) -> str:
+    """The first line of an exception, short enough for a one-line message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:200]
+
+
+def move_aside(directory: epath.PathLike, step: int) -> epath.Path:
+    """Renames checkpoint `<directory>/<step>` to `<step>.damaged-<UTC time>`; never deletes.
+
+    Orbax takes neither that name for a step nor for a leftover tmp directory, so it is kept as
+    it is, out of the way.
+    """
+    source = epath.Path(directory) / str(step)
+    target = source.parent / f"{step}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    source.rename(target)
+    return target
+
+
 def check_writable(directory: epath.PathLike) -> epath.Path:
     """Creates `directory` if needed and proves it writable by writing and deleting a file.
 
@@ -248,8 +285,8 @@ class Checkpointer:
         ckpt.close()
 
     Args:
-      workdir: the run's directory; checkpoints go to `<workdir>/checkpoints`. Local paths and
-        paths Orbax's `epath` understands (e.g. `gs://...`) work.
+      workdir: the run's directory; checkpoints go to `<workdir>/checkpoints`. Local paths
+        (relative ones and `~` included) and URLs Orbax's `epath` understands (`gs://...`) work.
       max_to_keep: keep the newest this many checkpoints (None: keep all).
       save_interval_steps: `save` without `force` saves when `step % save_interval_steps == 0`
         (or when JAX's preemption sync point is reached); 0 saves only with `force=True`.
@@ -277,7 +314,8 @@ class Checkpointer:
             raise ValueError(f"save_interval_steps must be >= 0, got {save_interval_steps}")
         self._max_to_keep = max_to_keep
         self._read_only = read_only
-        self._directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
+        # Orbax refuses relative paths; `~` and relative paths are the user's (gan_jax.paths).
+        self._directory = epath.Path(paths.resolve(workdir)) / CHECKPOINT_SUBDIR
         if read_only:
             if not self._directory.exists():
                 raise NoCheckpointError(
@@ -437,12 +475,13 @@ class Checkpointer:
         try:
             metadata = self._manager.item_metadata(step)[STATE_ITEM]
         except Exception as e:  # Orbax raises various types for unreadable or foreign dirs.
-            raise CheckpointMismatchError(
-                f"{step_dir} is not a readable gan_jax checkpoint (no '{STATE_ITEM}' item): {e}"
+            raise DamagedCheckpointError(
+                f"{step_dir} cannot be read (its '{STATE_ITEM}' metadata: {_short_reason(e)})",
+                step=step,
             ) from e
         if metadata is None:
-            raise CheckpointMismatchError(
-                f"{step_dir} is not a gan_jax checkpoint (no '{STATE_ITEM}' item)."
+            raise DamagedCheckpointError(
+                f"{step_dir} cannot be read (no '{STATE_ITEM}' metadata)", step=step
             )
         saved_tree = getattr(metadata, "tree", metadata)
         lines = describe_mismatches(shapes_by_path(saved_tree), shapes_by_path(target_state))
@@ -478,20 +517,83 @@ class Checkpointer:
         """
         step = self._resolve_step(step)
         self.check_compatible(target_state, step)
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target_state)})
-        )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target_state)}),
+            )
+        except Exception as e:  # TensorStore's errors for truncated or missing array files
+            raise DamagedCheckpointError(
+                f"{self._directory / str(step)} cannot be read ({_short_reason(e)})", step=step
+            ) from e
         return restored[STATE_ITEM]
+
+    def restore_newest_readable(self, target_state: StateT) -> StateT:
+        """Restores the newest checkpoint that can be read, moving newer damaged ones aside.
+
+        Tries the steps from the newest down. Damaged ones (truncated or missing files) newer
+        than the first readable one are renamed to `<step>.damaged-<time>` (`move_aside`, never
+        deleted) and logged with the reason; nothing is moved when none is readable.
+
+        Raises:
+          NoCheckpointError: there is no checkpoint.
+          NoReadableCheckpointError: none can be read; names the directory and what to do.
+          CheckpointMismatchError: a readable checkpoint of another model or shape.
+        """
+        if self._read_only:
+            raise ValueError(f"{self._directory} was opened read-only; nothing can be moved.")
+        self._resolve_step(None)  # waits for saves in flight; NoCheckpointError if none
+        damaged: list[DamagedCheckpointError] = []
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self.restore(target_state, step)
+            except DamagedCheckpointError as e:
+                damaged.append(e)
+                continue
+            for error in damaged:
+                if jax.process_index() != 0:  # one rename for the whole (multi-process) run
+                    continue
+                moved = move_aside(self._directory, error.step)
+                logging.warning(
+                    "checkpoint %d cannot be read; moved it aside to %s and continuing from step "
+                    "%d. Reason: %s",
+                    error.step,
+                    moved,
+                    step,
+                    error,
+                )
+            if damaged:
+                self._manager.reload()  # forget the moved steps
+            return restored
+        raise NoReadableCheckpointError(no_readable_message(self._directory, damaged))
 
     def restore_config(self, step: int | None = None) -> dict[str, Any] | None:
         """The config saved with checkpoint `step` (default: latest) as a dict, or None."""
         step = self._resolve_step(step)
         if not (self._directory / str(step) / CONFIG_ITEM).exists():
             return None
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()})
-        )
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()})
+            )
+        except Exception as e:
+            raise DamagedCheckpointError(
+                f"{self._directory / str(step)} cannot be read (its '{CONFIG_ITEM}' item: "
+                f"{_short_reason(e)})",
+                step=step,
+            ) from e
         return restored[CONFIG_ITEM]
+
+
+def no_readable_message(directory: epath.PathLike, damaged: Sequence[Exception]) -> str:
+    """The one message for a run whose every checkpoint is damaged: which, why, what to do."""
+    return (
+        f"No checkpoint in {directory} can be read: "
+        + "; ".join(str(e) for e in damaged)
+        + ". Nothing was moved or deleted. Restore the checkpoints from a copy, or start the run "
+        f"afresh: move {directory} aside (training then starts from step 0) or use a new "
+        "--workdir."
+    )
 
 
 def restore_for_eval(

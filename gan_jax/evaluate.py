@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from gan_jax import xla_options
+from gan_jax import paths, xla_options
 from gan_jax.evaluation import classifier, reference
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
@@ -198,6 +198,7 @@ def load_run_config(workdir: str | os.PathLike, step: int | None = None):
 
     from gan_jax import checkpointing  # noqa: PLC0415
 
+    workdir = paths.resolve(workdir)
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
         saved = reader.restore_config(step)
     path = epath.Path(workdir) / "config.json"
@@ -276,17 +277,61 @@ def _jitted_sampler(generator: Any, latent_dim: int, num_classes: int):
     return sample
 
 
+def _restore_generator_state(reader: Any, workdir: str, step: int) -> tuple[Any, Any]:
+    """(config, TrainState) of checkpoint `step`, on this process's first device.
+
+    Raises checkpointing.DamagedCheckpointError when its config or arrays cannot be read.
+    """
+    from gan_jax import state  # noqa: PLC0415
+
+    config = load_run_config(workdir, step)
+    # Restore onto this process's first device, whatever mesh the run saved from.
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        jax.eval_shape(lambda: state.create_train_state(jax.random.key(0), config)),
+    )
+    return config, reader.restore(target, step)
+
+
+def _move_aside_unless_held(workdir: str, directory: Any, damaged: list, readable: int) -> None:
+    """Moves damaged checkpoints (newer than `readable`) aside, as training would on its next
+    start; leaves them where a live trainer holds the run (its checkpoint manager lists them)."""
+    from gan_jax import checkpointing, workdir_lock  # noqa: PLC0415
+
+    holder = workdir_lock.holder(workdir)
+    for error in damaged:
+        if holder is not None:
+            print(
+                f"warning: {error}; evaluating step {readable} instead (left in place: the run "
+                "is in use by another process)",
+                file=sys.stderr,
+            )
+            continue
+        moved = checkpointing.move_aside(directory, error.step)
+        print(
+            f"warning: {error}; moved it aside to {moved} and evaluating step {readable}",
+            file=sys.stderr,
+        )
+
+
 def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> RestoredSampler:
     """A sampler for a run's checkpoint (the latest when `step` is None), from the EMA generator
-    params when the run keeps them, else the live ones; read-only, nothing in the run changes.
+    params when the run keeps them, else the live ones; read-only, nothing in the run changes,
+    except: when the latest checkpoint cannot be read and `step` is None, it is moved aside
+    (`<step>.damaged-<time>`, as training does) and the newest readable one is used.
 
     Raises:
       checkpointing.NoCheckpointError: no checkpoints, or no checkpoint at `step` (the message
         lists the available steps).
+      checkpointing.DamagedCheckpointError: checkpoint `step`, asked for by number, cannot be
+        read (left in place; the message lists the readable steps), or none can
+        (NoReadableCheckpointError).
       checkpointing.CheckpointMismatchError: the checkpoint does not fit the run's config.
     """
-    from gan_jax import checkpointing, models, state  # noqa: PLC0415
+    from gan_jax import checkpointing, models  # noqa: PLC0415
 
+    workdir = paths.resolve(workdir)
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
         steps = reader.all_steps()
         if not steps:
@@ -294,15 +339,40 @@ def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> R
                 f"No checkpoints in {reader.directory}: train first, or point --workdir at a "
                 "run directory (the one holding checkpoints/)."
             )
-        step = steps[-1] if step is None else step
-        config = load_run_config(workdir, step)
-        # Restore onto this process's first device, whatever mesh the run saved from.
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-            jax.eval_shape(lambda: state.create_train_state(jax.random.key(0), config)),
-        )
-        restored = reader.restore(target, step)
+        damaged: list = []
+        if step is not None:
+            try:
+                config, restored = _restore_generator_state(reader, workdir, step)
+            except checkpointing.DamagedCheckpointError as error:
+                if step not in steps:
+                    raise
+                readable = []
+                for other in steps:
+                    if other != step:
+                        try:
+                            _restore_generator_state(reader, workdir, other)
+                            readable.append(other)
+                        except checkpointing.DamagedCheckpointError:
+                            pass
+                raise checkpointing.DamagedCheckpointError(
+                    f"{error}. Readable steps: {readable or 'none'}.", step=step
+                ) from error
+        else:
+            for candidate in reversed(steps):
+                try:
+                    config, restored = _restore_generator_state(reader, workdir, candidate)
+                except checkpointing.DamagedCheckpointError as error:
+                    damaged.append(error)
+                    continue
+                step = candidate
+                break
+            else:
+                raise checkpointing.NoReadableCheckpointError(
+                    checkpointing.no_readable_message(reader.directory, damaged)
+                )
+        directory = reader.directory
+    if damaged:  # after the reader is closed
+        _move_aside_unless_held(workdir, directory, damaged, step)
     built = models.build_models(config)
     return RestoredSampler(
         sampler_from_state(restored, config, models=built), built.pixel_range, config, step
@@ -327,7 +397,12 @@ def evaluate_run(
     include_floor: bool = True,
     write: bool = True,
 ) -> tuple[dict[str, Any], epath.Path | None]:
-    """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`."""
+    """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`.
+
+    `workdir` may be relative or start with `~` (resolved against the current directory), or be
+    a URL such as gs://bucket/run.
+    """
+    workdir = paths.resolve(workdir)
     sampler = restore_sampler(workdir, step=step)
     config, step = sampler.config, sampler.step
     result = evaluate_generator(

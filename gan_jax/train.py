@@ -1,10 +1,12 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-One run = one workdir. On start it restores the latest checkpoint in `<workdir>/checkpoints` when
-there is one and continues from that step; otherwise it initialises from `config.seed`. Each
-dispatch runs up to `config.steps_per_dispatch` fused steps on the device-resident dataset (see
-`gan_jax.fused`); logs, sample grids, checkpoints and evaluations happen between dispatches, on
-multiples of their intervals.
+One run = one workdir, held by a lock file while the run lives (gan_jax.workdir_lock): a second
+trainer on the same workdir stops before writing anything and names the first. On start it
+restores the latest checkpoint in `<workdir>/checkpoints` when there is one and continues from
+that step; otherwise it initialises from `config.seed`. Each dispatch runs up to
+`config.steps_per_dispatch` fused steps on the device-resident dataset (see `gan_jax.fused`);
+logs, sample grids, checkpoints and evaluations happen between dispatches, on multiples of their
+intervals.
 
 Quality during training: with `eval_every` > 0, every eval_every steps and at the last step a
 quick evaluation scores `eval_every_num_samples` samples (FID, KID, precision, recall,
@@ -63,7 +65,18 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import checkpointing, data, fused, optim, parallel, plots, writers, xla_options
+from gan_jax import (
+    checkpointing,
+    data,
+    fused,
+    optim,
+    parallel,
+    paths,
+    plots,
+    workdir_lock,
+    writers,
+    xla_options,
+)
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
 from gan_jax.state import TrainState, create_train_state
@@ -199,7 +212,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether `path` is a URL such as gs://bucket/run rather than a local path."""
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", os.fspath(path)) is not None
+    return paths.is_url(path)
 
 
 def local_log_dir(workdir: str) -> Path:
@@ -272,6 +285,9 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
         image_shape=tuple(config.image_shape),
         seed=config.dataset_seed,
         mnist_dir=config.mnist_dir or None,
+        # Processes of one run may share the data directory: none rebuilds it behind another's
+        # back (they stop with the message that says how to rebuild it).
+        repair=jax.process_count() == 1,
     )
     if tuple(images.shape[1:]) != tuple(config.image_shape):
         raise ValueError(
@@ -402,6 +418,32 @@ def _warn_on_config_change(checkpointer: checkpointing.Checkpointer, config) -> 
         )
 
 
+@contextlib.contextmanager
+def _hold_workdir(workdir: str) -> Iterator[None]:
+    """Holds `workdir` for this run (see gan_jax.workdir_lock) until the block exits.
+
+    Process 0 alone takes the lock, for the whole run; every process then learns whether it got
+    it, so all of them stop together when another run holds the workdir.
+    """
+    lock, error = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = workdir_lock.acquire(workdir)
+        except checkpointing.WorkdirError as e:
+            error = e
+    if _any_process(error is not None):
+        if error is not None:
+            raise error
+        raise workdir_lock.WorkdirHeldError(
+            f"process 0 could not take {workdir} for this run; its log says why."
+        )
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -412,19 +454,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     Writes to workdir: checkpoints/, config.json, metrics.jsonl, tensorboard/, images/ (sample
     grids), loss_curves.png, quality_curves.png (with `eval_every`), eval/step_<S>.json. Only
     process 0 writes anything but checkpoints.
-    `workdir` may be a local path or a URL Orbax and epath understand (gs://bucket/run).
+    `workdir` may be a local path (relative ones and `~` are resolved against the current
+    directory and home) or a URL Orbax and epath understand (gs://bucket/run).
 
     Raises:
       ValueError: an invalid config (naming the key).
       checkpointing.WorkdirError: the workdir is not writable or its disk too full for the
         checkpoints; raised before anything is trained.
+      workdir_lock.WorkdirHeldError (a WorkdirError): another live run holds the workdir;
+        raised before anything is written.
       checkpointing.CheckpointMismatchError: the workdir holds a checkpoint of another model or
         shape; it is left as it is.
+      checkpointing.NoReadableCheckpointError (a CheckpointMismatchError): every checkpoint is
+        damaged; none is moved. Damaged checkpoints newer than a readable one are moved aside
+        (`<step>.damaged-<time>`, logged) and the run continues from the readable one.
       NonFiniteMetricError: a metric became NaN or Inf; names the metric and the step.
     """
     config_lib.validate_config(config)
     config_lib.validate_loop_config(config)
-    workdir = os.fspath(workdir)
+    workdir = paths.resolve(workdir)
     remote = is_remote(workdir)
     log_dir = local_log_dir(workdir) if remote else Path(workdir)
     mesh = parallel.data_mesh()
@@ -434,6 +482,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     init_key, train_key, grid_key = jax.random.split(jax.random.key(config.seed), 3)
 
     with contextlib.ExitStack() as stack:
+        # First, so that it is released last: one run per workdir.
+        stack.enter_context(_hold_workdir(workdir))
         # From the start: a signal during start-up (data preparation, compilation) ends the run
         # cleanly too.
         stop = stack.enter_context(_stop_on_signals())
@@ -452,7 +502,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         )
         checkpointer.check_disk_space(target)
         if checkpointer.latest_step() is not None:
-            state = checkpointer.restore(target)  # straight into the replicated layout
+            # Straight into the replicated layout; a damaged latest checkpoint is moved aside.
+            state = checkpointer.restore_newest_readable(target)
             logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
             _warn_on_config_change(checkpointer, config)
         else:

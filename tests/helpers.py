@@ -53,3 +53,30 @@ def tiny_config(model: str = "seed_mlp", **overrides):
         config.latent_dim = 16
     config.update(overrides)
     return config
+
+
+def tiny_mnist_files(directory, *, num_train: int = 200, num_test: int = 100):
+    """Four small IDX files shaped like MNIST's (random pixels, labels i % 10) in `directory`.
+
+    Returns a `mnist_sources.MnistFiles` for them; patch `mnist_sources.find_mnist_files` to
+    return it and `GanJaxMnist` prepares a small MNIST offline in a fraction of a second.
+    """
+    from pathlib import Path
+
+    from gan_jax.data import idx, mnist_sources
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        mnist_sources.TRAIN_IMAGES: rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
+        mnist_sources.TRAIN_LABELS: (np.arange(num_train) % 10).astype(np.uint8),
+        mnist_sources.TEST_IMAGES: rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
+        mnist_sources.TEST_LABELS: (np.arange(num_test) % 10).astype(np.uint8),
+    }
+    for name, array in arrays.items():
+        with open(directory / name, "wb") as stream:
+            idx.write(stream, array)
+    return mnist_sources.MnistFiles(
+        "user_dir", f"small test files in {directory}", {n: directory / n for n in arrays}
+    )

@@ -24,6 +24,7 @@ import pytest
 
 from gan_jax import data
 from gan_jax.data import datasets, idx, mnist_sources, safe_pickle, stacked_mnist
+from tests import helpers
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -512,3 +513,73 @@ def test_load_split_stacked_mnist_test_split(mnist):
     assert images.shape == (10_000, 28, 28, 3)
     assert images.tobytes() == want_images.tobytes()
     np.testing.assert_array_equal(labels, want_labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# A prepared copy that cannot be read (small stand-in MNIST, prepared offline in the test).
+
+_TRAIN_FILE = "gan_jax_mnist-train.array_record-00000-of-00001"
+
+
+@pytest.fixture
+def small_mnist(tmp_path, monkeypatch):
+    """A small MNIST prepared in tmp_path/tfds; every later preparation uses the same files."""
+    found = helpers.tiny_mnist_files(tmp_path / "idx")
+    monkeypatch.setattr(mnist_sources, "find_mnist_files", lambda **kwargs: found)
+    data_dir = tmp_path / "tfds"
+    train = data.load_split("mnist", "train", data_dir=str(data_dir))
+    version_dir = data_dir / "gan_jax_mnist" / "1.0.0"
+    assert (version_dir / _TRAIN_FILE).is_file()
+    return types.SimpleNamespace(data_dir=data_dir, version_dir=version_dir, train=train)
+
+
+def _truncate_train_file(version_dir):
+    os.truncate(version_dir / _TRAIN_FILE, 1000)
+
+
+def _corrupt_dataset_info(version_dir):
+    (version_dir / "dataset_info.json").write_text('{"name": "gan_jax_mn')
+
+
+@pytest.mark.parametrize("damage", [_truncate_train_file, _corrupt_dataset_info])
+def test_unreadable_prepared_mnist_is_moved_aside_and_prepared_again(small_mnist, damage, caplog):
+    damage(small_mnist.version_dir)
+    before = {p.name: p.read_bytes() for p in small_mnist.version_dir.iterdir()}
+
+    images, labels = data.load_split("mnist", "train", data_dir=str(small_mnist.data_dir))
+
+    np.testing.assert_array_equal(images, small_mnist.train[0])
+    np.testing.assert_array_equal(labels, small_mnist.train[1])
+    # The damaged copy is kept, byte for byte, under a name TFDS does not read.
+    (moved,) = small_mnist.version_dir.parent.glob("1.0.0.damaged-*")
+    assert {p.name: p.read_bytes() for p in moved.iterdir()} == before
+    assert f"The prepared MNIST in {small_mnist.version_dir} cannot be read" in caplog.text
+    assert f"moved it aside to {moved}" in caplog.text
+
+
+def test_unreadable_prepared_mnist_without_repair_names_directory_and_fix(small_mnist):
+    _truncate_train_file(small_mnist.version_dir)
+    with pytest.raises(data.DamagedDatasetError) as error:
+        data.load_split("mnist", "train", data_dir=str(small_mnist.data_dir), repair=False)
+    message = str(error.value)
+    assert message.startswith(f"The prepared MNIST in {small_mnist.version_dir} cannot be read")
+    assert "ArrayRecord file should be at least 64KB big" in message  # the reason, in one line
+    assert f"mv {small_mnist.version_dir} {small_mnist.version_dir}.damaged" in message
+    assert "\n" not in message
+    assert (small_mnist.version_dir / _TRAIN_FILE).stat().st_size == 1000  # left as it was
+
+
+def test_prepared_again_and_still_unreadable_stops_with_the_directory(small_mnist, monkeypatch):
+    _truncate_train_file(small_mnist.version_dir)
+
+    def unreadable(source):
+        raise RuntimeError("Corrupted Riegeli/records file: simulated")
+
+    monkeypatch.setattr(datasets, "read_data_source", unreadable)
+    with pytest.raises(data.DamagedDatasetError) as error:
+        data.load_split("mnist", "test", data_dir=str(small_mnist.data_dir))
+    message = str(error.value)
+    (moved,) = small_mnist.version_dir.parent.glob("1.0.0.damaged-*")
+    assert f"The prepared MNIST in {small_mnist.version_dir} cannot be read" in message
+    assert f"moved aside to {moved} and prepared again" in message
+    assert (moved / _TRAIN_FILE).stat().st_size == 1000

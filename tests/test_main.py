@@ -93,4 +93,5 @@ def test_cli_unwritable_workdir_is_a_one_line_error(tmp_path):
     result = _cli("--config", "experiments/seed_mlp_mnist.py", f"--workdir={blocker}/run")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert f"error: Cannot write checkpoints to {blocker}/run/checkpoints" in result.stderr
+    # The workdir lock, taken before anything else is written, is the first to find out.
+    assert f"error: Cannot write to {blocker}/run: Not a directory" in result.stderr

@@ -18,7 +18,13 @@ one used is logged and recorded in the dataset's metadata. Downloads are cached 
 $GAN_JAX_CACHE_DIR (default $XDG_CACHE_HOME/gan_jax or ~/.cache/gan_jax).
 """
 
-from gan_jax.data.datasets import DATASET_NAMES, check_name, load_split, mnist_builder
+from gan_jax.data.datasets import (
+    DATASET_NAMES,
+    DamagedDatasetError,
+    check_name,
+    load_split,
+    mnist_builder,
+)
 from gan_jax.data.files import ChecksumError, cache_dir
 from gan_jax.data.mnist_builder import GanJaxMnist
 from gan_jax.data.mnist_sources import MnistUnavailableError, find_mnist_files
@@ -37,6 +43,7 @@ __all__ = [
     "DATASET_NAMES",
     "PIXEL_RANGES",
     "ChecksumError",
+    "DamagedDatasetError",
     "GanJaxMnist",
     "MissingTensorFlowError",
     "MnistUnavailableError",

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from gan_jax import paths
+
 ENV_CACHE_DIR = "GAN_JAX_CACHE_DIR"
 
 _HASH_BLOCK = 1 << 20  # bytes read per update while hashing: large enough to be I/O bound
@@ -26,12 +28,12 @@ class ChecksumError(ValueError):
 
 
 def cache_dir() -> Path:
-    """The directory for downloads: $GAN_JAX_CACHE_DIR, else $XDG_CACHE_HOME/gan_jax, else
-    ~/.cache/gan_jax. Not created here."""
+    """The directory for downloads, absolute: $GAN_JAX_CACHE_DIR (`~` and relative paths
+    allowed), else $XDG_CACHE_HOME/gan_jax, else ~/.cache/gan_jax. Not created here."""
     if os.environ.get(ENV_CACHE_DIR):
-        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gan_jax"
+        return Path(paths.resolve(os.environ[ENV_CACHE_DIR]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(paths.resolve(base)) / "gan_jax"
 
 
 def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:

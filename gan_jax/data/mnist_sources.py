@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from gan_jax import paths
 from gan_jax.data import files, idx, safe_pickle
 
 ENV_MNIST_DIR = "GAN_JAX_MNIST_DIR"
@@ -280,13 +281,13 @@ def find_mnist_files(
     Raises files.ChecksumError when a file is present with the wrong sha256, and
     MnistUnavailableError when no source can provide the data.
     """
-    cache = Path(cache) if cache else files.cache_dir()
+    cache = Path(paths.resolve(cache)) if cache else files.cache_dir()
     reasons: dict[str, str] = {}
 
     # (a) The user's directory.
     user_dir = mnist_dir or os.environ.get(ENV_MNIST_DIR) or ""
     if user_dir:
-        directory = Path(user_dir).expanduser()
+        directory = Path(paths.resolve(user_dir))
         found = _verified_set(directory)
         if found is not None:
             return _chosen("user_dir", f"IDX files in {directory}", found)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gan_jax import paths
 from gan_jax.evaluation import classifier, metrics
 
 # Bump when the cached contents or their meaning change; old files are then ignored.
@@ -38,9 +39,10 @@ PR_K = 3
 
 
 def cache_dir() -> pathlib.Path:
-    """$GAN_JAX_CACHE_DIR/eval if set, else ~/.cache/gan_jax/eval."""
-    root = os.environ.get("GAN_JAX_CACHE_DIR") or pathlib.Path.home() / ".cache" / "gan_jax"
-    return pathlib.Path(root) / "eval"
+    """$GAN_JAX_CACHE_DIR/eval if set (`~` and relative paths allowed), else
+    ~/.cache/gan_jax/eval; absolute."""
+    root = os.environ.get("GAN_JAX_CACHE_DIR") or os.path.join("~", ".cache", "gan_jax")
+    return pathlib.Path(paths.resolve(root)) / "eval"
 
 
 def default_num_samples(dataset: str) -> int:
