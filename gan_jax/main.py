@@ -1,9 +1,15 @@
 """Command line: `python -m gan_jax.main --config experiments/<name>.py --workdir <dir>`.
 
 Flags only; the work is `gan_jax.train.train_and_evaluate`. Any config key can be overridden as
-`--config.key=value` (e.g. `--config.num_steps=200 --config.g_optimizer.learning_rate=1e-4`); an
-unknown key stops before anything runs and names the closest valid keys. Rerunning the same command
-resumes from the workdir's latest checkpoint.
+`--config.key=value` (e.g. `--config.num_steps=200 --config.g_optimizer.learning_rate=1e-4`).
+Rerunning the same command resumes from the workdir's latest checkpoint.
+
+A mistake on the command line stops before anything runs, with one line `error: ...` on stderr
+and exit status 1, never a traceback: an unknown flag or config key (naming the closest valid
+keys), a value of the wrong type, a config file that is missing or does not load, a missing
+--config or --workdir, a config that does not validate (gan_jax.config.ConfigError). So do the
+faults of input found later that the user can fix (see `_run`); anything else is a bug and keeps
+its traceback.
 
 `--workdir` may be a bucket (`gs://bucket/run`): checkpoints are written there directly, logs and
 images are copied there (see gan_jax.train).
