@@ -66,13 +66,22 @@ def get_default_config() -> ml_collections.ConfigDict:
     return add_loop_defaults(config)
 
 
+class ConfigError(ValueError):
+    """A config that cannot describe a run; the message names the key and what it accepts.
+
+    A ValueError, so callers that catch that keep working; the command lines catch this class
+    alone and print its message, so genuine bugs (other ValueErrors) keep their tracebacks.
+    """
+
+
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
-        raise ValueError(f"config.{key}: {message}")
+        raise ConfigError(f"config.{key}: {message}")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the offending key when `config` cannot describe a run."""
+    """Raises ConfigError (a ValueError) naming the offending key when `config` cannot describe a
+    run."""
     _check(
         config.model in MODEL_NAMES,
         "model",
@@ -156,7 +165,7 @@ def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.Confi
 
 
 def validate_loop_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the key when the loop's settings cannot run."""
+    """Raises ConfigError (a ValueError) naming the key when the loop's settings cannot run."""
     _check(int(config.steps_per_dispatch) >= 1, "steps_per_dispatch", "must be at least 1")
     for key in ("log_every", "sample_every", "checkpoint_every", "eval_every", "eval_num_samples"):
         _check(int(config[key]) >= 0, key, "must be non-negative (0 turns it off)")

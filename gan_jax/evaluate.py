@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -424,8 +425,41 @@ def evaluate_run(
     return result, path
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+def _sample_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if count < 2:
+        raise argparse.ArgumentTypeError(f"{count} samples: at least 2 are needed")
+    return count
+
+
+class _DropReadOnlyNotice(logging.Filter):
+    """Drops Orbax's warning that the checkpoint directory is read-only: evaluation opens it
+    read-only on purpose, and the line would stand before every message of the command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+_READ_ONLY_NOTICE_FILTER = _DropReadOnlyNotice()  # one instance: addFilter adds it once
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """The command line; returns the exit status. Errors a user can fix (bad arguments, a
+    workdir without a run or without that step, a checkpoint of another shape) are one line on
+    stderr, with status 2 for arguments and 1 for the run."""
+    from gan_jax.errors import user_errors  # noqa: PLC0415
+
+    parser = _OneLineParser(
         prog="python -m gan_jax.evaluate",
         description="Score a run's generator with the shipped MNIST feature network.",
     )
@@ -434,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--num_samples",
         "--num-samples",
-        type=int,
+        type=_sample_count,
         default=None,
         help="samples to score (default 10,000; 26,000 for Stacked MNIST)",
     )
@@ -442,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_floor", action="store_true", help="skip the real-data floor")
     args = parser.parse_args(argv)
 
+    logging.getLogger("absl").addFilter(_READ_ONLY_NOTICE_FILTER)  # Orbax logs through absl
     try:
         result, path = evaluate_run(
             args.workdir,
@@ -450,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             include_floor=not args.no_floor,
         )
-    except (FileNotFoundError, ValueError) as e:  # incl. NoCheckpointError, mismatched shapes
+    except user_errors() as e:  # no run, no such step, damaged data: the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"step {result['step']} of {args.workdir} ({result['model']}, {result['seconds']} s)")

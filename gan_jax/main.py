@@ -1,9 +1,15 @@
 """Command line: `python -m gan_jax.main --config experiments/<name>.py --workdir <dir>`.
 
 Flags only; the work is `gan_jax.train.train_and_evaluate`. Any config key can be overridden as
-`--config.key=value` (e.g. `--config.num_steps=200 --config.g_optimizer.learning_rate=1e-4`); an
-unknown key stops before anything runs and names the closest valid keys. Rerunning the same command
-resumes from the workdir's latest checkpoint.
+`--config.key=value` (e.g. `--config.num_steps=200 --config.g_optimizer.learning_rate=1e-4`).
+Rerunning the same command resumes from the workdir's latest checkpoint.
+
+A mistake on the command line stops before anything runs, with one line `error: ...` on stderr
+and exit status 1, never a traceback: an unknown flag or config key (naming the closest valid
+keys), a value of the wrong type, a config file that is missing or does not load, a missing
+--config or --workdir, a config that does not validate (gan_jax.config.ConfigError). So do the
+faults of input found later that the user can fix (see `_run`); anything else is a bug and keeps
+its traceback.
 
 `--workdir` may be a bucket (`gs://bucket/run`): checkpoints are written there directly, logs and
 images are copied there (see gan_jax.train).
@@ -24,11 +30,14 @@ import re
 import runpy
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from gan_jax import config as config_lib
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (or gs:// URL) for checkpoints, logs and samples."
@@ -103,24 +112,78 @@ def unknown_key_message(config: ml_collections.ConfigDict, argv: Sequence[str]) 
     return "\n".join(problems) or None
 
 
-def _config_from_argv(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
-    """The config `--config <file>[:arg]` names, loaded as ml_collections would; None if absent."""
+def fail(message: str) -> NoReturn:
+    """Ends the program with status 1 and `error: <message>` as the one line on stderr."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(1)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def config_file_spec(argv: Sequence[str], flag: str = CONFIG_FLAG) -> str | None:
+    """The `<file>[:arg]` of `--config <file>[:arg]` (or `--config=...`) in argv; None if absent."""
     for i, arg in enumerate(argv):
-        match = re.match(rf"^-{{1,2}}{CONFIG_FLAG}(=(.*))?$", arg)
+        match = re.match(rf"^-{{1,2}}{flag}(=(.*))?$", arg)
         if match:
-            spec = match.group(2) if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
-            path, *args = spec.split(":", 1)
-            return runpy.run_path(path)["get_config"](*args)
+            return match.group(2) if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
     return None
 
 
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config `--config <file>[:arg]` names, loaded as ml_collections does (the file's
+    `get_config(arg)`); exits with one line naming the file when it cannot be loaded."""
+    path, *args = spec.split(":", 1)
+    if not path:
+        fail("--config needs a file, e.g. --config experiments/dcgan_mnist.py")
+    if not os.path.isfile(path):
+        fail(f"--config {path}: no such file (relative paths start at {os.getcwd()})")
+    try:
+        get_config = runpy.run_path(path).get("get_config")
+        if get_config is None:
+            fail(f"--config {path} defines no get_config(): an experiment file must")
+        config = get_config(*args)
+    except Exception as e:  # the user's file: any failure is theirs to see, on one line
+        fail(f"--config {path} does not load: {type(e).__name__}: {_one_line(str(e))}")
+    if not isinstance(config, ml_collections.ConfigDict):
+        fail(f"--config {path}: get_config() returned {type(config).__name__}, not a ConfigDict")
+    return config
+
+
 def exit_on_unknown_keys(config: ml_collections.ConfigDict | None, argv: Sequence[str]) -> None:
-    """Exits with a one-line message per unknown `--config.<key>` (no traceback), before absl
-    parses the flags (ml_collections would raise from deep inside its parser)."""
+    """Exits with one line naming every unknown `--config.<key>` and the closest valid keys,
+    before absl parses the flags (ml_collections would raise from deep inside its parser)."""
     message = None if config is None else unknown_key_message(config, argv)
     if message:
-        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
-        sys.exit(1)
+        fail(message.replace("\n", "; "))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, then the checks flags cannot make alone; every failure is one line
+    on stderr and exit status 1 (absl's own parser adds a hint line, and app.run a usage screen
+    for a missing flag).
+
+    Checks, in order: the flags parse (known names, values of the right type); no positional
+    arguments; --workdir given; the config validates (gan_jax.config.ConfigError).
+    """
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{_one_line(str(e))} (--helpfull lists every flag)")
+    if len(rest) > 1:
+        fail(f"unexpected arguments {rest[1:]}: flags are written --name=value")
+    config = flags.FLAGS[CONFIG_FLAG].value
+    if config is None:
+        fail("--config is required: an experiment file, e.g. --config experiments/dcgan_mnist.py")
+    if not _WORKDIR.value:
+        fail("--workdir is required: the directory (or gs:// URL) for this run's files")
+    try:
+        config_lib.validate_config(config)
+        config_lib.validate_loop_config(config)
+    except config_lib.ConfigError as e:
+        fail(str(e))
+    return rest
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,24 +232,21 @@ def maybe_initialize_distributed() -> None:
 
 
 def _run(config: ml_collections.ConfigDict) -> None:
-    if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required: the directory for this run's files")
     _configure_logging()
     maybe_initialize_distributed()
     # After distributed init: these touch devices.
-    from gan_jax.checkpointing import CheckpointMismatchError, WorkdirError
-    from gan_jax.train import NonFiniteMetricError, train_and_evaluate
+    from gan_jax.errors import user_errors
+    from gan_jax.train import train_and_evaluate
 
     try:
         train_and_evaluate(config, _WORKDIR.value)
-    except (WorkdirError, CheckpointMismatchError, NonFiniteMetricError) as e:
+    except user_errors() as e:
         # Bad input or a diverged run, not a bug: the message says it all.
-        sys.exit(f"error: {e}")
+        fail(str(e))
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv  # parse_flags admits no positional arguments
     _run(flags.FLAGS[CONFIG_FLAG].value)
 
 
@@ -198,7 +258,7 @@ def run_experiment(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
     config = get_config()
     exit_on_unknown_keys(config, sys.argv)  # DEFINE_config_dict applies the overrides at once
     config_flags.DEFINE_config_dict(CONFIG_FLAG, config, "The experiment's config.")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
@@ -208,10 +268,8 @@ if __name__ == "__main__":
         "Experiment config file, e.g. experiments/dcgan_mnist.py.",
         lock_config=True,
     )
-    flags.mark_flags_as_required([CONFIG_FLAG])
-    try:
-        _file_config = _config_from_argv(sys.argv)
-    except Exception:  # a config that does not load: absl reports it when parsing the flag
-        _file_config = None
-    exit_on_unknown_keys(_file_config, sys.argv)
-    app.run(main)
+    # Loaded here first, so a file that does not load is one clear line, and so unknown keys are
+    # named before absl parses the overrides.
+    _spec = config_file_spec(sys.argv)
+    exit_on_unknown_keys(None if _spec is None else load_config_file(_spec), sys.argv)
+    app.run(main, flags_parser=parse_flags)

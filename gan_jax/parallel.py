@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gan_jax import xla_options
+from gan_jax.config import ConfigError
 from gan_jax.models import Models
 from gan_jax.optim import Optimizers
 from gan_jax.step import train_step
@@ -43,9 +44,9 @@ def _local_devices(devices: Sequence[jax.Device] | None) -> list[jax.Device]:
 
 
 def check_divisible(global_batch_size: int, num_devices: int) -> None:
-    """Raises ValueError unless the global batch splits evenly across devices."""
+    """Raises ConfigError (a ValueError) unless the global batch splits evenly across devices."""
     if global_batch_size % num_devices:
-        raise ValueError(
+        raise ConfigError(
             f"config.batch_size={global_batch_size} is not divisible by the {num_devices} "
             f"devices; use a multiple of {num_devices}"
         )

@@ -290,16 +290,31 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
         repair=jax.process_count() == 1,
     )
     if tuple(images.shape[1:]) != tuple(config.image_shape):
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"config.image_shape is {tuple(config.image_shape)} but config.dataset="
             f"{config.dataset!r} holds images of shape {tuple(images.shape[1:])}"
         )
     if config.num_classes > 0 and int(labels.max()) >= config.num_classes:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"config.num_classes={config.num_classes} but {config.dataset!r} has labels up to "
             f"{int(labels.max())}; set config.num_classes to {int(labels.max()) + 1}"
         )
     return images, labels
+
+
+def _check_evaluable(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError before training when the evaluations the config asks for cannot run:
+    the shipped feature network scores 28x28 images only (1 channel, 3 for Stacked MNIST)."""
+    evaluates = config.eval_at_end or config.eval_every > 0
+    if not evaluates or config.dataset not in ("mnist", "stacked_mnist"):
+        return
+    height, width = tuple(config.image_shape)[:2]
+    if (height, width) != (28, 28):
+        raise config_lib.ConfigError(
+            f"config.image_shape is {tuple(config.image_shape)}, but the feature network that "
+            "evaluates MNIST runs scores 28x28 images; keep (28, 28, C), or turn evaluation off "
+            "with --config.eval_at_end=False --config.eval_every=0"
+        )
 
 
 def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, key: jax.Array):
@@ -472,6 +487,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     config_lib.validate_config(config)
     config_lib.validate_loop_config(config)
+    _check_evaluable(config)
     workdir = paths.resolve(workdir)
     remote = is_remote(workdir)
     log_dir = local_log_dir(workdir) if remote else Path(workdir)

@@ -1,4 +1,6 @@
-"""The command line: config overrides, unknown keys, clear errors instead of tracebacks."""
+"""The command lines (`python -m gan_jax.main`, `python experiments/X.py`, `python -m
+gan_jax.evaluate`): config overrides, unknown keys, and one clear line instead of a traceback for
+every configuration or command-line error."""
 
 from __future__ import annotations
 
@@ -22,6 +24,16 @@ def _cli(*args: str, module: bool = True, timeout: float = 120) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
+    """Failed, with exactly one line on stderr that holds every `expected` and no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0]
 
 
 CONFIG = ml_collections.ConfigDict(
@@ -72,19 +84,67 @@ def test_cli_unknown_key_fails_fast_without_traceback(tmp_path, module):
         module=module,
     )
     assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert "unknown config key 'batch_sise' (in --config.batch_sise=32); did you mean " in (
-        result.stderr
+    _assert_one_line_error(
+        result,
+        "unknown config key 'batch_sise' (in --config.batch_sise=32); did you mean ",
+        "'batch_size'",
+        "did you mean 'd_optimizer.learning_rate'",
     )
-    assert "'batch_size'" in result.stderr
-    assert "did you mean 'd_optimizer.learning_rate'" in result.stderr
     assert not workdir.exists()
 
 
-def test_cli_requires_workdir():
-    result = _cli("--config", "experiments/dcgan_mnist.py")
-    assert result.returncode == 1
-    assert "--workdir is required" in result.stderr
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # The case the issue names: validation's message, without its traceback.
+        (
+            ["--config.num_steps=-5"],
+            ["error: config.num_steps: must be a positive integer, got -5"],
+        ),
+        # A value ml_collections cannot convert to the key's type.
+        (["--config.num_steps=abc"], ["--config.num_steps=abc", "invalid literal for int()"]),
+        (["--not_a_flag=1"], ["Unknown command line flag 'not_a_flag'"]),
+    ],
+    ids=["invalid_value", "wrong_type", "unknown_flag"],
+)
+def test_cli_config_errors_are_one_line(tmp_path, args, expected):
+    workdir = tmp_path / "run"
+    result = _cli("--config", "experiments/seed_mlp_mnist.py", f"--workdir={workdir}", *args)
+    _assert_one_line_error(result, *expected)
+    assert not workdir.exists()
+
+
+def test_experiment_file_config_errors_are_one_line(tmp_path):
+    # `python experiments/X.py` parses with the file's own config: the same checks apply.
+    workdir = tmp_path / "run"
+    args = [f"--workdir={workdir}", "--config.d_optimizer.learning_rate=0"]
+    result = _cli("experiments/seed_mlp_mnist.py", *args, module=False)
+    _assert_one_line_error(result, "error: config.d_optimizer.learning_rate: must be positive")
+    assert not workdir.exists()
+
+
+def test_cli_requires_workdir_and_config(tmp_path):
+    _assert_one_line_error(
+        _cli("experiments/dcgan_mnist.py", module=False), "error: --workdir is required"
+    )
+    _assert_one_line_error(
+        _cli(f"--workdir={tmp_path}/run"), "error: --config is required", "experiments/"
+    )
+
+
+def test_cli_config_file_that_does_not_load(tmp_path):
+    missing = tmp_path / "no_such_experiment.py"
+    _assert_one_line_error(
+        _cli("--config", str(missing), f"--workdir={tmp_path}/run"),
+        f"error: --config {missing}: no such file",
+    )
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    _assert_one_line_error(
+        _cli(f"--config={broken}", f"--workdir={tmp_path}/run"),
+        f"error: --config {broken} does not load: SyntaxError",
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_unwritable_workdir_is_a_one_line_error(tmp_path):
@@ -95,3 +155,38 @@ def test_cli_unwritable_workdir_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     # The workdir lock, taken before anything else is written, is the first to find out.
     assert f"error: Cannot write to {blocker}/run: Not a directory" in result.stderr
+
+
+def test_evaluate_without_a_run_is_one_line(tmp_path):
+    (tmp_path / "checkpoints").mkdir()  # a directory, but no run in it
+    result = subprocess.run(
+        [sys.executable, "-m", "gan_jax.evaluate", f"--workdir={tmp_path}"],
+        cwd=support.REPO,
+        env=support.env_for(1),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    _assert_one_line_error(result, f"error: No checkpoints in {tmp_path}/checkpoints")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], "the following arguments are required: --workdir"),
+        (["--workdir=w", "--num_samples=1"], "--num_samples/--num-samples: 1 samples: at least 2"),
+        (["--workdir=w", "--step=last"], "argument --step: invalid int value: 'last'"),
+        (["--workdir=w", "--steps=3"], "unrecognized arguments: --steps=3"),
+    ],
+    ids=["no_workdir", "too_few_samples", "step_not_a_number", "unknown_option"],
+)
+def test_evaluate_argument_errors_are_one_line(capsys, args, expected):
+    from gan_jax import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m gan_jax.evaluate: error: ")
+    assert expected in err

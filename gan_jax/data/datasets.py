@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from gan_jax import paths
+from gan_jax.config import ConfigError
 from gan_jax.data import stacked_mnist, tfds_images, transforms
 from gan_jax.data.mnist_builder import GanJaxMnist
 
@@ -26,11 +27,11 @@ _READ_BLOCK = 1024  # records decoded per read; bounds the temporaries to about 
 
 
 def check_name(name: str) -> None:
-    """Raises ValueError listing the available names unless `name` is one."""
+    """Raises ConfigError (a ValueError) listing the available names unless `name` is one."""
     if name in DATASET_NAMES or (name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX)):
         return
-    raise ValueError(
-        f"unknown dataset {name!r}; available: {', '.join(DATASET_NAMES)}, "
+    raise ConfigError(
+        f"config.dataset: unknown dataset {name!r}; available: {', '.join(DATASET_NAMES)}, "
         f"or '{TFDS_PREFIX}<name>' for any other TFDS image dataset"
     )
 
