@@ -487,6 +487,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     config_lib.validate_config(config)
     config_lib.validate_loop_config(config)
+    data.check_name(config.dataset)
     _check_evaluable(config)
     workdir = paths.resolve(workdir)
     remote = is_remote(workdir)

@@ -104,8 +104,14 @@ def test_cli_unknown_key_fails_fast_without_traceback(tmp_path, module):
         # A value ml_collections cannot convert to the key's type.
         (["--config.num_steps=abc"], ["--config.num_steps=abc", "invalid literal for int()"]),
         (["--not_a_flag=1"], ["Unknown command line flag 'not_a_flag'"]),
+        (["--config.dataset=mnits"], ["error: config.dataset: unknown dataset 'mnits'"]),
+        # Found before training, not by the evaluation at the end of it.
+        (
+            ["--config.image_shape=(32, 32, 1)"],
+            ["error: config.image_shape is (32, 32, 1)", "scores 28x28 images"],
+        ),
     ],
-    ids=["invalid_value", "wrong_type", "unknown_flag"],
+    ids=["invalid_value", "wrong_type", "unknown_flag", "unknown_dataset", "unscorable_shape"],
 )
 def test_cli_config_errors_are_one_line(tmp_path, args, expected):
     workdir = tmp_path / "run"
