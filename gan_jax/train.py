@@ -56,7 +56,7 @@ from jax.sharding import PartitionSpec as P
 from gan_jax import checkpointing, data, fused, optim, parallel, writers, xla_options
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
-from gan_jax.state import TrainState, create_train_state
+from gan_jax.state import TrainState, create_train_state, sampling_variables
 
 GRID_FILE = "samples"  # images/<GRID_FILE>_<step>.png
 CONFIG_FILE = "config.json"
@@ -284,8 +284,9 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
 
     @xla_options.jit
     def sample(state: TrainState) -> jax.Array:
+        g_params, g_state = sampling_variables(state, models=models, config=config)
         images, _ = models_lib.apply_model(
-            models.generator, state.sampling_params, state.g_state, z, labels, train=False
+            models.generator, g_params, g_state, z, labels, train=False
         )
         return images
 
@@ -305,7 +306,10 @@ def _evaluate(state, models, config, log_dir: Path, step: int, writer) -> dict[s
         return None
     from gan_jax import evaluate  # local: loads the feature network only when evaluating
 
-    g_params, g_state = jax.device_get((state.sampling_params, state.g_state))
+    host = jax.device_get(
+        state.replace(d_params=None, d_state=None, g_opt_state=None, d_opt_state=None)
+    )
+    g_params, g_state = sampling_variables(host, models=models, config=config)
     sample_fn = evaluate.generator_sampler(g_params, g_state, config, models=models)
 
     result = evaluate.evaluate_generator(
