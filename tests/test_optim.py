@@ -47,5 +47,5 @@ def test_built_discriminator_optimizer_warms_up_over_n_critic_updates_a_step():
         sizes.append(-float(updates["w"][0]))
     lr = config.d_optimizer.learning_rate
     want = [lr * min(c / (n_critic * warmup), 1.0) for c in range(n_critic * warmup + 1)]
-    np.testing.assert_allclose(sizes, want, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(sizes, want, rtol=1e-4, atol=1e-12)  # f32 Adam arithmetic
     assert jax.tree.leaves(opt_state)  # the state advanced alongside
