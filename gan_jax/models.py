@@ -16,7 +16,9 @@ the kernel reshaped to [kh*kw*cin, cout] (the matrix SNGAN normalises) by power 
 `flax.linen.SpectralNorm` does the work; its vectors u (and the last sigma) live in the mutable
 collection "spectral_norm" (`TrainState.d_state`), advance only in training mode, and depend on
 the (replicated) weights alone, so data-parallel copies stay identical without a collective.
-The parameters keep their names and shapes, so the option adds state and changes no parameter.
+The parameters keep their names and shapes. Their initial values are the plain layers' up to a
+scale per kernel (Flax stores the normalised view at initialisation), which the normalised
+layers cannot see: kernel / sigma(kernel) does not depend on the kernel's scale.
 """
 
 from __future__ import annotations
