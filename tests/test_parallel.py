@@ -27,10 +27,11 @@ from tests.helpers import assert_trees_close, tiny_config
 NUM_STEPS = 2
 
 
-# Spectral normalisation with WGAN-GP's n_critic real batches a step ([64, 2, H, W, C]): the
-# spectral-norm vectors are computed per device from the replicated weights, with no collective.
-SN_WGAN = dict(d_spectral_norm=True, loss="wasserstein", gp_weight=10.0, n_critic=2)
-RUNS = {"seed_mlp": ("seed_mlp", {}), "dcgan": ("dcgan", {}), "dcgan_sn_wgan": ("dcgan", SN_WGAN)}
+# Spectral normalisation with n_critic real batches a step ([64, 2, H, W, C]): the spectral-norm
+# vectors are computed per device from the replicated weights, with no collective. Measured
+# worst leaf: 2e-6 (the logit bias's Adam moments).
+SN_CRITIC = dict(d_spectral_norm=True, n_critic=2)
+RUNS = {"seed_mlp": ("seed_mlp", {}), "dcgan": ("dcgan", {}), "dcgan_sn": ("dcgan", SN_CRITIC)}
 
 
 def _setup(run):
@@ -99,7 +100,7 @@ def test_pmap_matches_single_device(runs):
     # For the DCGAN the state includes the BatchNorm running statistics: unsynced per-device
     # statistics of 16 examples would miss those of the 64 by far more than 1e-5.
     assert bool(single_state.g_state) == (runs["model"] != "seed_mlp")
-    assert bool(single_state.d_state) == (runs["model"] == "dcgan_sn_wgan")
+    assert bool(single_state.d_state) == (runs["model"] == "dcgan_sn")
     assert_trees_close(parallel.unreplicate(p_state), single_state, rtol=1e-5)
     assert_trees_close(parallel.unreplicate(p_metrics), single_metrics, rtol=1e-5)
 

@@ -324,3 +324,14 @@ def test_d_real_and_d_fake_are_what_each_loss_reads(loss, output):
     assert losses.get_loss(loss).d_output is not None
     np.testing.assert_allclose(metrics["d_real"], jnp.mean(output(real_logits)), rtol=1e-5)
     np.testing.assert_allclose(metrics["d_fake"], jnp.mean(output(fake_logits)), rtol=1e-5)
+
+
+def test_config_saved_before_the_newer_keys_still_builds():
+    """An old run's config.json lacks d_spectral_norm etc.: it builds the models it trained."""
+    config = tiny_config("dcgan")
+    for key in config_lib.LATER_KEYS:
+        del config[key]
+    config_lib.validate_config(config)
+    models = models_lib.build_models(config)
+    assert models.discriminator.spectral_norm is False
+    assert config_lib.setting(config, "ema_rampup") is False
