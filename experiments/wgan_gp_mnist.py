@@ -4,9 +4,14 @@ Launch:
 
     python -m gan_jax.main --config experiments/wgan_gp_mnist.py --workdir workdirs/wgan_gp
 
-DCGAN architecture, Adam (1e-4, b1 0.5, b2 0.9) as in Gulrajani et al. (2017). Expected: digits
-of quality close to the non-saturating DCGAN at the same number of generator steps, each step
-costing about 3x the DCGAN's (5 critic updates, the penalty's double backward).
+DCGAN architecture. The optimiser, Adam(1e-4, b1 0.5, b2 0.9) for both players, is the one of
+the authors' released MNIST code (github.com/igul222/improved_wgan_training, gan_mnist.py, mode
+"wgan-gp": tf.train.AdamOptimizer(learning_rate=1e-4, beta1=0.5, beta2=0.9), with
+CRITIC_ITERS = 5 and LAMBDA = 10), not the defaults of the paper's Algorithm 1 (Gulrajani et al.,
+2017: alpha = 1e-4, b1 = 0, b2 = 0.9). As in both, each of the 5 critic updates of a step trains
+on a real batch of its own (gan_jax.step). Expected: digits of quality close to the
+non-saturating DCGAN at the same number of generator steps, each step costing about 3x the
+DCGAN's (5 critic updates, the penalty's double backward).
 """
 
 from gan_jax.config import get_default_config

@@ -49,6 +49,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.n_critic = 1  # discriminator updates per generator update
     config.r1_weight = 0.0  # gamma of the R1 penalty on real data (0: off)
     config.gp_weight = 0.0  # lambda of the WGAN-GP penalty (0: off)
+    # Spectral normalisation (Miyato et al., 2018) of every discriminator layer's kernel; its
+    # power-iteration vectors live in d_state["spectral_norm"].
+    config.d_spectral_norm = False
+    config.sn_power_iterations = 1  # power iterations per discriminator call (SNGAN: 1)
 
     # Optimisation.
     config.batch_size = 256  # global batch, split across all devices
@@ -56,6 +60,15 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.g_optimizer = optimizer_config()
     config.d_optimizer = optimizer_config()
     config.ema_decay = 0.999  # EMA of the generator params; 0 turns EMA off
+    # Ramp the EMA decay up as TF's ExponentialMovingAverage(num_updates) does: the decay of
+    # update t (0-based) is min(ema_decay, (1 + t) / (10 + t)), so the random initialisation's
+    # weight after N updates is at most 9! N! / (N + 9)! (1e-7 after 20). False: ema_decay from
+    # the first update.
+    config.ema_rampup = True
+    # The EMA generator's BatchNorm statistics at sampling time: "standing statistics" (BigGAN)
+    # recomputed from the EMA params over this many training-mode batches of batch_size
+    # latents. 0 samples the EMA params with the live generator's running averages.
+    config.ema_standing_stats_batches = 8
 
     # Data.
     config.dataset = "mnist"
@@ -64,6 +77,24 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.dataset_seed = 0  # builds Stacked MNIST; fixed, so runs of any seed share the data
 
     return add_loop_defaults(config)
+
+
+# Keys added after runs were saved with configs that lack them, and the value that reproduces
+# what those runs did. `setting` reads a key through this table, so an old run's config.json
+# still builds its models and sampler.
+LATER_KEYS = {
+    "d_spectral_norm": False,
+    "sn_power_iterations": 1,
+    "ema_rampup": False,
+    "ema_standing_stats_batches": 8,  # sampling only: old EMA runs get statistics of their own too
+}
+
+
+def setting(config: ml_collections.ConfigDict, key: str):
+    """`config[key]`, or for a key in LATER_KEYS that `config` predates, its value there."""
+    if key in config:
+        return config[key]
+    return LATER_KEYS[key]
 
 
 class ConfigError(ValueError):
@@ -116,6 +147,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     _check(float(config.r1_weight) >= 0.0, "r1_weight", "must be non-negative")
     _check(float(config.gp_weight) >= 0.0, "gp_weight", "must be non-negative")
+    spectral_norm, power_iterations = (
+        setting(config, "d_spectral_norm"),
+        setting(config, "sn_power_iterations"),
+    )
+    _check(
+        isinstance(spectral_norm, bool),
+        "d_spectral_norm",
+        f"must be True or False, got {spectral_norm!r}",
+    )
+    _check(
+        int(power_iterations) >= 1,
+        "sn_power_iterations",
+        f"must be at least 1, got {power_iterations!r}",
+    )
+    rampup = setting(config, "ema_rampup")
+    _check(isinstance(rampup, bool), "ema_rampup", f"must be True or False, got {rampup!r}")
+    _check(
+        int(setting(config, "ema_standing_stats_batches")) >= 0,
+        "ema_standing_stats_batches",
+        "must be non-negative (0 samples with the live generator's running statistics)",
+    )
     _check(
         config.compute_dtype in ("float32", "bfloat16"),
         "compute_dtype",

@@ -225,18 +225,20 @@ class RestoredSampler(NamedTuple):
 def sampler_from_state(train_state: Any, config: Any, *, models: Any = None) -> SampleFn:
     """sample_fn(key, n) -> images [n, H, W, C] from a TrainState's generator.
 
-    Uses `train_state.sampling_params` (the EMA params when the run keeps them) and the
-    generator's mutable collections (BatchNorm statistics) in inference mode. For the training
-    loop:
+    Uses `state.sampling_variables`: the EMA params when the run keeps them, with BatchNorm
+    statistics of their own, in inference mode. For the training loop:
 
         result = evaluate_generator(sampler_from_state(state, config), dataset=config.dataset,
                                     pixel_range=models.pixel_range)
 
     Pass an unreplicated state (one device's copy under pmap).
     """
-    return generator_sampler(
-        train_state.sampling_params, train_state.g_state, config, models=models
-    )
+    from gan_jax import models as models_lib  # noqa: PLC0415
+    from gan_jax.state import sampling_variables  # noqa: PLC0415
+
+    built = models or models_lib.build_models(config)
+    g_params, g_state = sampling_variables(train_state, models=built, config=config)
+    return generator_sampler(g_params, g_state, config, models=built)
 
 
 def generator_sampler(g_params: Any, g_state: Any, config: Any, *, models: Any = None) -> SampleFn:

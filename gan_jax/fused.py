@@ -51,15 +51,17 @@ def local_batch_indices(
     num_examples: int,
     axis_name: str | None,
 ) -> jax.Array:
-    """This device's rows of the global batch at each of `steps` [k]: int32 [k, local batch]
-    (all rows when `axis_name` is None)."""
+    """This device's rows of the global batches at each of `steps` [k]: int32 [k, local batch],
+    or [k, local batch, n_critic] when config.n_critic > 1 (`data.step_batch_indices`; all rows
+    when `axis_name` is None)."""
     local = config.batch_size
     offset = 0
     if axis_name is not None:
         local = config.batch_size // lax.axis_size(axis_name)
         offset = lax.axis_index(axis_name) * local
     indices = functools.partial(
-        data.batch_indices,
+        data.step_batch_indices,
+        n_critic=int(config.n_critic),
         seed=config.seed,
         num_examples=num_examples,
         batch_size=config.batch_size,

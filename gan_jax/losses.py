@@ -4,6 +4,18 @@ Each objective is a pair of functions returning scalars to *minimise*:
 `d_loss(real_logits [B], fake_logits [B])` for the discriminator and `g_loss(fake_logits [B])`
 for the generator, each a mean over the batch. Probabilities never appear: log D(x) is written
 as log_sigmoid(logit), which stays finite where log(sigmoid(logit)) underflows to -inf.
+
+What the discriminator's output means depends on the objective, and so do the step's metrics
+`d_real` and `d_fake`: the batch means of `d_output(logits)` on real and on fake images, where
+`d_output` gives D(x) as the objective reads it:
+
+- minimax, non_saturating: sigmoid(logit), the probability that x is real (in (0, 1); 0.5 where
+  D cannot tell).
+- hinge: the raw logit, a margin score; the loss pushes real scores above +1 and fake ones
+  below -1.
+- wasserstein: the raw logit, the critic's value; d_real - d_fake is the critic's estimate of the
+  Wasserstein-1 distance (the negated d_loss).
+- least_squares: the raw logit, a regression output with targets 1 (real) and 0 (fake).
 """
 
 from __future__ import annotations
@@ -15,9 +27,16 @@ import jax
 import jax.numpy as jnp
 
 
+def _identity(logits: jax.Array) -> jax.Array:
+    return logits
+
+
 class GANLoss(NamedTuple):
     d_loss: Callable[[jax.Array, jax.Array], jax.Array]
     g_loss: Callable[[jax.Array], jax.Array]
+    # logits [B] -> D(x) [B] as this objective reads it (see the module docstring); the raw
+    # logit unless the objective treats D as a probability.
+    d_output: Callable[[jax.Array], jax.Array] = _identity
 
 
 def _log_d(logits: jax.Array) -> jax.Array:
@@ -69,8 +88,8 @@ def least_squares_g_loss(fake_logits: jax.Array) -> jax.Array:
 
 
 LOSSES: dict[str, GANLoss] = {
-    "minimax": GANLoss(classic_d_loss, minimax_g_loss),
-    "non_saturating": GANLoss(classic_d_loss, non_saturating_g_loss),
+    "minimax": GANLoss(classic_d_loss, minimax_g_loss, jax.nn.sigmoid),
+    "non_saturating": GANLoss(classic_d_loss, non_saturating_g_loss, jax.nn.sigmoid),
     "hinge": GANLoss(hinge_d_loss, critic_g_loss),
     "wasserstein": GANLoss(wasserstein_d_loss, critic_g_loss),
     "least_squares": GANLoss(least_squares_d_loss, least_squares_g_loss),

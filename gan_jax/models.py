@@ -8,10 +8,22 @@ the statistics of the global batch.
 
 Discriminators here have no batch-dependent layers, so the train step may score real and fake
 images in one concatenated call; keep that property (or change the step) when adding one.
+
+Spectral normalisation (`spectral_norm=True`, Miyato et al. 2018): every discriminator layer
+with a kernel (convolutions, dense layers, the logit and, when conditional, the projection
+embedding) computes with kernel / sigma, where sigma estimates the largest singular value of
+the kernel reshaped to [kh*kw*cin, cout] (the matrix SNGAN normalises) by power iteration.
+`flax.linen.SpectralNorm` does the work; its vectors u (and the last sigma) live in the mutable
+collection "spectral_norm" (`TrainState.d_state`), advance only in training mode, and depend on
+the (replicated) weights alone, so data-parallel copies stay identical without a collective.
+The parameters keep their names and shapes. Their initial values are the plain layers' up to a
+scale per kernel (Flax stores the normalised view at initialisation), which the normalised
+layers cannot see: kernel / sigma(kernel) does not depend on the kernel's scale.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -28,6 +40,7 @@ from gan_jax import config as config_lib
 from gan_jax import layers
 
 PIXEL_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+SPECTRAL_NORM = "spectral_norm"  # the collection holding the power-iteration vectors
 
 
 class Models(NamedTuple):
@@ -53,18 +66,46 @@ def _condition_latent(z: jax.Array, labels: jax.Array | None, num_classes: int) 
     return jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
 
 
-def _projection_logit(features: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:
+class SpectralNormed(NamedTuple):
+    """How a discriminator applies its layers: as they are, or spectrally normalised."""
+
+    enabled: bool
+    power_iterations: int
+    train: bool
+
+    def __call__(self, layer: nn.Module) -> Callable[..., jax.Array]:
+        """`layer`, or `layer` computing with its kernel divided by the kernel's spectral norm.
+
+        Power iteration runs on every call (from the stored u); the new u is stored only in
+        training mode, i.e. in the discriminator's update (other calls discard it).
+        """
+        if not self.enabled:
+            return layer
+        wrapped = nn.SpectralNorm(
+            layer, n_steps=self.power_iterations, collection_name=SPECTRAL_NORM
+        )
+        return functools.partial(wrapped, update_stats=self.train)
+
+
+def _projection_logit(
+    features: jax.Array,
+    labels: jax.Array | None,
+    num_classes: int,
+    normed: SpectralNormed | None = None,
+) -> jax.Array:
     """Logit = linear(features) [+ <embed(label), features>] (projection discriminator).
 
     Always in float32, whatever the compute dtype: one output per image costs nothing, and a
     bf16 logit (8 bits of mantissa) would round the losses and their gradients coarsely.
     """
+    normed = normed or SpectralNormed(enabled=False, power_iterations=1, train=False)
     features = features.astype(jnp.float32)
-    logit = nn.Dense(1, dtype=jnp.float32, name="logit")(features)[:, 0]
+    logit = normed(nn.Dense(1, dtype=jnp.float32, name="logit"))(features)[:, 0]
     if num_classes > 0:
         if labels is None:
             raise ValueError("a conditional discriminator (config.num_classes > 0) needs labels")
-        embedding = nn.Embed(num_classes, features.shape[-1], name="label_projection")(labels)
+        embed = nn.Embed(num_classes, features.shape[-1], name="label_projection")
+        embedding = normed(embed)(labels)
         logit = logit + jnp.sum(embedding.astype(jnp.float32) * features, axis=-1)
     return logit
 
@@ -178,21 +219,25 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """The seed article's discriminator: flatten → Dense(width) ReLU → Dense(1), a logit."""
+    """The seed article's discriminator: flatten → Dense(width) ReLU → Dense(1), a logit.
+
+    `spectral_norm`: spectrally normalise both layers (see the module docstring)."""
 
     width: int = 128
     num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    spectral_norm: bool = False
+    sn_power_iterations: int = 1
 
     @nn.compact
     def __call__(
         self, images: jax.Array, labels: jax.Array | None = None, *, train: bool = True
     ) -> jax.Array:
-        del train
+        normed = SpectralNormed(self.spectral_norm, self.sn_power_iterations, train)
         h = images.reshape((images.shape[0], -1))
-        h = nn.relu(nn.Dense(self.width, dtype=self.dtype)(h))
-        return _projection_logit(h, labels, self.num_classes)
+        h = nn.relu(normed(nn.Dense(self.width, dtype=self.dtype))(h))
+        return _projection_logit(h, labels, self.num_classes, normed)
 
 
 class DCGANGenerator(nn.Module):
@@ -208,6 +253,8 @@ class DCGANGenerator(nn.Module):
     num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    # BatchNorm's running-average momentum; `standing_statistics` sets 0 to read batch moments.
+    bn_momentum: float = 0.99
     # Same function, parameter names and shapes as nn.ConvTranspose; on CPU/GPU the stride-2
     # layers run as phase-decomposed convolutions, whose gradients XLA computes far faster.
     conv_transpose: Callable[..., nn.Module] = layers.ConvTranspose
@@ -222,7 +269,7 @@ class DCGANGenerator(nn.Module):
         def batch_norm(x: jax.Array) -> jax.Array:
             return nn.BatchNorm(
                 use_running_average=not train,
-                momentum=0.99,
+                momentum=self.bn_momentum,
                 epsilon=1e-3,
                 dtype=self.dtype,
                 axis_name=self.axis_name,
@@ -250,7 +297,18 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """The MNIST DCGAN discriminator: Conv(w, 5×5, s2) → LReLU(0.3) → Conv(2w, 5×5, s2) → LReLU
-    → Dense(1), a logit per image."""
+    → Dense(1), a logit per image.
+
+    The TensorFlow tutorial this reproduces puts Dropout(0.3) after each LeakyReLU; this one has
+    none, on purpose. Dropout would need a PRNG key threaded into every discriminator call, the
+    same mask in the WGAN-GP / R1 penalties' double backward, and masks drawn for the global
+    batch and sliced per device (as the step does for its noise) to keep a data-parallel run
+    equal to the one-device run; regularise the discriminator with `r1_weight`, `gp_weight` or
+    `spectral_norm` instead.
+
+    `spectral_norm`: spectrally normalise every layer, the convolutions as their
+    [5*5*cin, cout] matrices (see the module docstring).
+    """
 
     width: int = 64
     num_classes: int = 0
@@ -258,17 +316,24 @@ class DCGANDiscriminator(nn.Module):
     axis_name: str | None = None
     # nn.Conv's function and parameters; its input gradient runs as phase convolutions.
     conv: Callable[..., nn.Module] = Conv
+    spectral_norm: bool = False
+    sn_power_iterations: int = 1
 
     @nn.compact
     def __call__(
         self, images: jax.Array, labels: jax.Array | None = None, *, train: bool = True
     ) -> jax.Array:
-        del train
+        normed = SpectralNormed(self.spectral_norm, self.sn_power_iterations, train)
+
+        def conv(features: int, h: jax.Array) -> jax.Array:
+            layer = self.conv(features, (5, 5), strides=(2, 2), dtype=self.dtype)
+            return _leaky_relu(normed(layer)(h))
+
         h = images.astype(self.dtype)
-        h = _leaky_relu(self.conv(self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
-        h = _leaky_relu(self.conv(2 * self.width, (5, 5), strides=(2, 2), dtype=self.dtype)(h))
+        h = conv(self.width, h)
+        h = conv(2 * self.width, h)
         h = h.reshape((h.shape[0], -1))
-        return _projection_logit(h, labels, self.num_classes)
+        return _projection_logit(h, labels, self.num_classes, normed)
 
 
 def build_models(config: ml_collections.ConfigDict) -> Models:
@@ -277,16 +342,20 @@ def build_models(config: ml_collections.ConfigDict) -> Models:
     dtype = jnp.dtype(config.compute_dtype)
     image_shape = tuple(config.image_shape)
     common = {"num_classes": config.num_classes, "dtype": dtype}
+    spectral = {
+        "spectral_norm": config_lib.setting(config, "d_spectral_norm"),
+        "sn_power_iterations": int(config_lib.setting(config, "sn_power_iterations")),
+    }
     if config.model == "seed_mlp":
         return Models(
             generator=MLPGenerator(image_shape=image_shape, width=config.g_width, **common),
-            discriminator=MLPDiscriminator(width=config.d_width, **common),
+            discriminator=MLPDiscriminator(width=config.d_width, **common, **spectral),
             pixel_range="unit",
         )
     if config.model == "dcgan":
         return Models(
             generator=DCGANGenerator(image_shape=image_shape, width=config.g_width, **common),
-            discriminator=DCGANDiscriminator(width=config.d_width, **common),
+            discriminator=DCGANDiscriminator(width=config.d_width, **common, **spectral),
             pixel_range="symmetric",
         )
     raise AssertionError(f"validate_config admitted unknown model {config.model!r}")
@@ -312,3 +381,59 @@ def apply_model(
         output, new_state = module.apply(variables, *args, train=True, mutable=list(state))
         return output, dict(new_state)
     return module.apply(variables, *args, train=train), state
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("generator", "num_batches", "batch_size", "latent_dim", "num_classes"),
+)
+def standing_statistics(
+    generator: nn.Module,
+    g_params: Any,
+    g_state: dict[str, Any],
+    key: jax.Array,
+    *,
+    num_batches: int,
+    batch_size: int,
+    latent_dim: int,
+    num_classes: int = 0,
+) -> dict[str, Any]:
+    """BatchNorm statistics that belong to `g_params`: "standing statistics" (Brock et al., 2019).
+
+    Runs the generator in training mode on `num_batches` batches of `batch_size` latents
+    z ~ N(0, I) (labels uniform over `num_classes` when conditional) drawn from `key`, and
+    averages each BatchNorm layer's batch means and (biased) batch variances over the batches:
+    what its running averages estimate, for these params rather than for a trajectory of past
+    ones. Returns `g_state` with "batch_stats" replaced; other collections unchanged, and
+    `g_state` itself when there is no "batch_stats". Jitted (compiled once per generator and
+    sizes); traced inline when called under another jit.
+
+    The generator must have a `bn_momentum` field (the project's do): it is set to 0 so that a
+    training-mode pass returns the batch moments themselves.
+    """
+    if "batch_stats" not in g_state:
+        return g_state
+    if "bn_momentum" not in {f.name for f in dataclasses.fields(generator)}:
+        raise ValueError(
+            f"{type(generator).__name__} has BatchNorm statistics but no `bn_momentum` field, "
+            "which standing statistics need; add one, or set config.ema_standing_stats_batches=0"
+        )
+    moments_of = generator.clone(bn_momentum=0.0, axis_name=None)
+    z_key, label_key = jax.random.split(key)
+    z = jax.random.normal(z_key, (num_batches, batch_size, latent_dim), jnp.float32)
+    labels = None
+    if num_classes > 0:
+        labels = jax.random.randint(label_key, (num_batches, batch_size), 0, num_classes)
+
+    def batch_moments(i: int) -> Any:
+        batch_labels = None if labels is None else labels[i]
+        _, new_state = apply_model(moments_of, g_params, g_state, z[i], batch_labels, train=True)
+        return new_state["batch_stats"]
+
+    # A Python loop: num_batches is small, and XLA:CPU runs convolutions inside loops slowly
+    # (see gan_jax/fused.py).
+    total = batch_moments(0)
+    for i in range(1, num_batches):
+        total = jax.tree.map(jnp.add, total, batch_moments(i))
+    averaged = jax.tree.map(lambda x: x / num_batches, total)
+    return {**g_state, "batch_stats": averaged}

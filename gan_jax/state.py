@@ -14,8 +14,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from gan_jax import config as config_lib
 from gan_jax import models as models_lib
 from gan_jax import optim
+
+# The randomness of the EMA generator's standing statistics: a fixed stream of the run's seed,
+# so a grid or an evaluation is a function of the state alone (and the same after a resume).
+STANDING_STATS_STREAM = 0x5354414E  # "STAN"
 
 
 class TrainState(struct.PyTreeNode):
@@ -30,8 +35,48 @@ class TrainState(struct.PyTreeNode):
 
     @property
     def sampling_params(self) -> Any:
-        """The generator params to sample from: the EMA when kept, else the live params."""
+        """The generator params to sample from: the EMA when kept, else the live params.
+
+        Sample with `sampling_variables`, which pairs them with their BatchNorm statistics."""
         return self.g_params if self.g_ema_params is None else self.g_ema_params
+
+
+def sampling_variables(
+    state: TrainState,
+    *,
+    models: models_lib.Models,
+    config: ml_collections.ConfigDict,
+    key: jax.Array | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """(params, mutable collections) of the generator to sample from, in inference mode.
+
+    The EMA params when the run keeps them, with BatchNorm statistics of their own: standing
+    statistics recomputed from the EMA params (`models.standing_statistics`, over
+    config.ema_standing_stats_batches batches of config.batch_size latents drawn from `key`,
+    default a fixed stream of config.seed). The live generator's running averages belong to
+    other params (and lag them), so sampling the EMA with them measures the mismatch. Without
+    EMA, or with ema_standing_stats_batches == 0, or for generators without BatchNorm: the
+    sampling params with `state.g_state` as it is.
+
+    Pure and jit-able; the training loop's sample grids and `evaluate.sampler_from_state` both
+    sample with it. Pass one device's copy of a pmap-replicated state.
+    """
+    num_batches = int(config_lib.setting(config, "ema_standing_stats_batches"))
+    if state.g_ema_params is None or num_batches == 0 or "batch_stats" not in state.g_state:
+        return state.sampling_params, state.g_state
+    if key is None:
+        key = jax.random.fold_in(jax.random.key(int(config.seed)), STANDING_STATS_STREAM)
+    g_state = models_lib.standing_statistics(
+        models.generator,
+        state.g_ema_params,
+        state.g_state,
+        key,
+        num_batches=num_batches,
+        batch_size=int(config.batch_size),
+        latent_dim=int(config.latent_dim),
+        num_classes=int(config.num_classes),
+    )
+    return state.g_ema_params, g_state
 
 
 def dummy_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array, Any]:

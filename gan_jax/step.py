@@ -3,9 +3,16 @@
     state, metrics = train_step(state, batch, key, models=..., optimizers=..., config=...)
 
 `batch` is {"image": f32 [B, H, W, C] in the generator's pixel range, "label": int [B]} (labels
-are needed only by conditional models). All randomness of step s comes from
-`fold_in(key, state.step)`; pass the same `key` every step. `step_noise` draws it; code that runs
-many steps at once (gan_jax/fused.py) may draw it ahead and pass it in as `noise`.
+are needed only by conditional models). With n_critic > 1 each critic update trains on a real
+batch of its own, as in Gulrajani et al.'s Algorithm 1: the batch then carries one per update,
+{"image": [B, n_critic, H, W, C], "label": [B, n_critic]}, and update i reads [:, i]. The
+example axis stays first so that every data-parallel helper, which splits the leading axis,
+splits these batches as it splits single ones; `data.sample_batch(..., n_critic=...)` draws
+them. To reuse one batch on purpose, pass `jnp.repeat(x[:, None], n_critic, axis=1)`.
+
+All randomness of step s comes from `fold_in(key, state.step)`; pass the same `key` every step.
+`step_noise` draws it; code that runs many steps at once (gan_jax/fused.py) may draw it ahead and
+pass it in as `noise`.
 
 Data-parallel: with `axis_name`, `batch` holds this device's B/n examples. Gradients, BatchNorm
 statistics and metrics are averaged over the axis, and the noise is drawn for the global batch and
@@ -28,9 +35,10 @@ import ml_collections
 import optax
 from jax import lax
 
+from gan_jax import config as config_lib
 from gan_jax import losses
-from gan_jax.models import Models, apply_model
-from gan_jax.optim import Optimizers
+from gan_jax.models import SPECTRAL_NORM, Models, apply_model
+from gan_jax.optim import Optimizers, ema_decay_at
 from gan_jax.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -56,6 +64,16 @@ def _pmean(tree: Any, axis_name: str | None) -> Any:
     if axis_name is None or lax.axis_size(axis_name) == 1:
         return tree
     return lax.pmean(tree, axis_name)
+
+
+def _pmean_statistics(d_state: dict[str, Any], axis_name: str | None) -> dict[str, Any]:
+    """Averages the discriminator's batch-dependent collections over devices. Spectral-norm
+    vectors are left as they are: each device computes them from the same replicated weights
+    and vectors, so they are already identical, and a mean would only add rounding."""
+    return {
+        name: collection if name == SPECTRAL_NORM else _pmean(collection, axis_name)
+        for name, collection in d_state.items()
+    }
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -100,10 +118,24 @@ def check_batch(batch: Batch, config: ml_collections.ConfigDict) -> None:
     """Raises ValueError when `batch` does not fit the models that `config` describes."""
     if "image" not in batch:
         raise ValueError(f"batch needs an 'image' entry; got keys {sorted(batch)}")
-    image_shape = tuple(batch["image"].shape[1:])
-    if image_shape != tuple(config.image_shape):
+    n_critic, want_shape = int(config.n_critic), tuple(config.image_shape)
+    shape = tuple(batch["image"].shape)
+    if n_critic > 1 and shape[2:] == want_shape and shape[1] != n_critic:
         raise ValueError(
-            f"config.image_shape is {tuple(config.image_shape)} but the batch holds images of "
+            f"config.n_critic={n_critic} needs one real batch per critic update, images "
+            f"[B, {n_critic}, *image_shape]; got {shape}"
+        )
+    if n_critic > 1 and shape[1:] == want_shape:
+        raise ValueError(
+            f"config.n_critic={n_critic} needs one real batch per critic update, images "
+            f"[B, {n_critic}, *image_shape], got one batch {shape}: draw them with "
+            f"data.sample_batch(..., n_critic={n_critic}), or repeat this one on axis 1 "
+            "to reuse it on purpose"
+        )
+    image_shape = shape[2:] if n_critic > 1 else shape[1:]
+    if image_shape != want_shape:
+        raise ValueError(
+            f"config.image_shape is {want_shape} but the batch holds images of "
             f"shape {image_shape}; set config.image_shape to the data's (H, W, C)"
         )
     if config.num_classes > 0 and "label" not in batch:
@@ -175,8 +207,9 @@ def discriminator_update(
             "d_loss": adversarial,
             "r1_penalty": r1,
             "gp_penalty": gp,
-            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
-            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+            # D's output as the objective reads it (a probability or a raw score; losses.py).
+            "d_real": jnp.mean(objective.d_output(real_logits)),
+            "d_fake": jnp.mean(objective.d_output(fake_logits)),
         }
         return total, (metrics, d_state)
 
@@ -186,7 +219,7 @@ def discriminator_update(
     metrics["d_grad_norm"] = global_norm(d_grads)
     new_state = state.replace(
         d_params=optax.apply_updates(state.d_params, updates),
-        d_state=_pmean(d_state, axis_name),
+        d_state=_pmean_statistics(d_state, axis_name),
         d_opt_state=d_opt_state,
     )
     return new_state, metrics
@@ -223,7 +256,10 @@ def generator_update(
     g_params = optax.apply_updates(state.g_params, updates)
     g_ema_params = state.g_ema_params
     if g_ema_params is not None:
-        g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - config.ema_decay)
+        decay = ema_decay_at(
+            state.step, decay=config.ema_decay, rampup=config_lib.setting(config, "ema_rampup")
+        )
+        g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
     new_state = state.replace(
         step=state.step + 1,
         g_params=g_params,
@@ -250,8 +286,10 @@ def train_step(
     `noise`: `step_noise(key, state.step, ...)` drawn ahead (the step draws it when None).
 
     Metrics: d_loss and g_loss (the objectives without penalties), r1_penalty and gp_penalty
-    (0 when off), d_real and d_fake (mean sigmoid of the logits on real and fake images in the
-    last discriminator update), d_grad_norm and g_grad_norm (global norms of the averaged grads).
+    (0 when off), d_real and d_fake (the mean of D's output on real and fake images in the last
+    discriminator update, as the loss reads it: a probability for minimax / non_saturating, the
+    raw score for hinge / wasserstein / least_squares; see gan_jax.losses), d_grad_norm and
+    g_grad_norm (global norms of the averaged grads).
     The generator's BatchNorm running averages advance once a step, with its last forward pass.
     """
     check_batch(batch, config)
@@ -260,11 +298,17 @@ def train_step(
     discriminator = models.discriminator.clone(axis_name=axis_name)
     real = batch["image"]
     labels = batch.get("label") if config.num_classes > 0 else None
+    local_batch = real.shape[0]
+
+    def critic_batch(x: jax.Array | None, critic_step: int) -> jax.Array | None:
+        # [B, n_critic, ...] -> update critic_step's [B, ...]; one batch when n_critic == 1.
+        return x if x is None or config.n_critic == 1 else x[:, critic_step]
+
     if noise is None:
         noise = step_noise(
-            key, state.step, local_batch=real.shape[0], config=config, axis_name=axis_name
+            key, state.step, local_batch=local_batch, config=config, axis_name=axis_name
         )
-    want_z = (config.n_critic, real.shape[0], config.latent_dim)
+    want_z = (config.n_critic, local_batch, config.latent_dim)
     if tuple(noise.z.shape) != want_z or tuple(noise.mix.shape) != want_z[:2]:
         raise ValueError(
             f"noise has z {tuple(noise.z.shape)} and mix {tuple(noise.mix.shape)}; this step "
@@ -273,12 +317,13 @@ def train_step(
         )
 
     for critic_step in range(config.n_critic):
-        forward = generator_forward(state, noise.z[critic_step], labels, generator=generator)
+        critic_labels = critic_batch(labels, critic_step)
+        forward = generator_forward(state, noise.z[critic_step], critic_labels, generator=generator)
         state, d_metrics = discriminator_update(
             state,
-            real,
+            critic_batch(real, critic_step),
             forward.fake,
-            labels,
+            critic_labels,
             noise.mix[critic_step],
             discriminator=discriminator,
             optimizer=optimizers.discriminator,
@@ -289,7 +334,7 @@ def train_step(
     state, g_metrics = generator_update(
         state,
         forward,
-        labels,
+        critic_labels,
         discriminator=discriminator,
         optimizer=optimizers.generator,
         config=config,

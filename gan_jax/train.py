@@ -79,7 +79,7 @@ from gan_jax import (
 )
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
-from gan_jax.state import TrainState, create_train_state
+from gan_jax.state import TrainState, create_train_state, sampling_variables
 
 GRID_FILE = "samples"  # images/<GRID_FILE>_<step>.png
 CONFIG_FILE = "config.json"
@@ -326,8 +326,9 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
 
     @xla_options.jit
     def sample(state: TrainState) -> jax.Array:
+        g_params, g_state = sampling_variables(state, models=models, config=config)
         images, _ = models_lib.apply_model(
-            models.generator, state.sampling_params, state.g_state, z, labels, train=False
+            models.generator, g_params, g_state, z, labels, train=False
         )
         return images
 
@@ -349,7 +350,10 @@ def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None
         return None
     from gan_jax import evaluate  # local: loads the feature network only when evaluating
 
-    g_params, g_state = jax.device_get((state.sampling_params, state.g_state))
+    host = jax.device_get(
+        state.replace(d_params=None, d_state=None, g_opt_state=None, d_opt_state=None)
+    )
+    g_params, g_state = sampling_variables(host, models=models, config=config)
     sample_fn = evaluate.generator_sampler(g_params, g_state, config, models=models)
     return evaluate.evaluate_generator(
         sample_fn,

@@ -90,6 +90,7 @@ class Case:
                 seed=self.config.seed,
                 batch_size=self.config.batch_size,
                 pixel_range=self.models.pixel_range,
+                n_critic=self.config.n_critic,
             )
             state, metrics = self.step(state, batch, self.key)
             all_metrics.append(metrics)
@@ -112,15 +113,27 @@ class Case:
 _CASES: dict[str, Case] = {}
 
 
-def _case(model: str) -> Case:
-    """One Case per model for the whole module (compiling the reference costs the most)."""
-    if model not in _CASES:
-        # The dcgan is conditional, so labels travel through the scan too.
-        _CASES[model] = Case(model, num_classes=10 if model == "dcgan" else 0)
-    return _CASES[model]
+def _case(name: str) -> Case:
+    """One Case per name for the whole module (compiling the reference costs the most)."""
+    if name not in _CASES:
+        if name == "seed_mlp_sn_wgan":
+            # Spectral norm (its vectors in d_state) and n_critic real batches a step, drawn
+            # on device inside the scan; conditional, so each critic batch carries its labels.
+            _CASES[name] = Case(
+                "seed_mlp",
+                num_classes=10,
+                d_spectral_norm=True,
+                loss="wasserstein",
+                gp_weight=10.0,
+                n_critic=3,
+            )
+        else:
+            # The dcgan is conditional, so labels travel through the scan too.
+            _CASES[name] = Case(name, num_classes=10 if name == "dcgan" else 0)
+    return _CASES[name]
 
 
-@pytest.fixture(params=["seed_mlp", "dcgan"])
+@pytest.fixture(params=["seed_mlp", "dcgan", "seed_mlp_sn_wgan"])
 def case(request):
     return _case(request.param)
 

@@ -9,20 +9,23 @@ import optax
 import pytest
 
 from gan_jax import config as config_lib
+from gan_jax import data, losses, optim
 from gan_jax import models as models_lib
-from gan_jax import optim
 from gan_jax import step as step_lib
 from gan_jax.state import create_train_state
 from tests.helpers import assert_trees_equal, tiny_config
 
 
 def _setup(config):
+    """Models, optimisers, initial state and a random batch ([B, n_critic, ...] when
+    n_critic > 1: one real batch per critic update)."""
     models = models_lib.build_models(config)
     optimizers = optim.build_optimizers(config)
     state = create_train_state(jax.random.key(0), config)
+    rows = (config.batch_size,) if config.n_critic == 1 else (config.batch_size, config.n_critic)
     batch = {
-        "image": jax.random.uniform(jax.random.key(1), (config.batch_size, *config.image_shape)),
-        "label": jax.random.randint(jax.random.key(2), (config.batch_size,), 0, 10),
+        "image": jax.random.uniform(jax.random.key(1), (*rows, *config.image_shape)),
+        "label": jax.random.randint(jax.random.key(2), rows, 0, 10),
     }
     return models, optimizers, state, batch
 
@@ -238,3 +241,97 @@ def test_global_norm_is_optax_tree_norm():
     }
     np.testing.assert_allclose(step_lib.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
     assert float(step_lib.global_norm(jax.tree.map(jnp.zeros_like, tree))) == 0.0
+
+
+def test_critic_updates_train_on_their_own_real_batches(monkeypatch):
+    """WGAN-GP: update i of step s sees the real batch at draw s * n_critic + i, a pure function
+    of (seed, step, i), and the n_critic batches differ; the step is those updates."""
+    n_critic, step_index = 3, 5
+    config = tiny_config("seed_mlp", loss="wasserstein", gp_weight=10.0, n_critic=n_critic)
+    models, optimizers, state, _ = _setup(config)
+    state = state.replace(step=jnp.asarray(step_index, jnp.int32))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (500, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, 500, dtype=np.int32)
+    sample = functools.partial(
+        data.sample_batch, images, labels, seed=3, batch_size=config.batch_size, pixel_range="unit"
+    )
+    batch = sample(step_index, n_critic=n_critic)
+    assert batch["image"].shape == (config.batch_size, n_critic, 28, 28, 1)
+
+    seen = []
+    update = step_lib.discriminator_update
+
+    def recording_update(state, real, *args, **kwargs):
+        seen.append(np.asarray(real))
+        return update(state, real, *args, **kwargs)
+
+    monkeypatch.setattr(step_lib, "discriminator_update", recording_update)
+    key = jax.random.key(9)
+    new_state, _ = step_lib.train_step(
+        state, batch, key, models=models, optimizers=optimizers, config=config
+    )
+    assert len(seen) == n_critic
+    for i, real in enumerate(seen):
+        # The batch of draw step * n_critic + i, recomputed on its own.
+        np.testing.assert_array_equal(real, sample(step_index * n_critic + i)["image"])
+        for other in seen[:i]:
+            assert not np.array_equal(real, other)
+    # n_critic = 1 draws exactly the one batch of the step, as before.
+    np.testing.assert_array_equal(
+        np.asarray(data.step_batch_indices(7, n_critic=1, seed=3, num_examples=500, batch_size=8)),
+        np.asarray(data.batch_indices(7, seed=3, num_examples=500, batch_size=8)),
+    )
+    # Reusing the first batch for every update trains to another state.
+    reused = {k: jnp.repeat(v[:, :1], n_critic, axis=1) for k, v in batch.items()}
+    monkeypatch.setattr(step_lib, "discriminator_update", update)
+    reused_state, _ = step_lib.train_step(
+        state, reused, key, models=models, optimizers=optimizers, config=config
+    )
+    assert _differs(reused_state.d_params, new_state.d_params)
+
+
+def test_one_batch_for_several_critic_updates_is_refused():
+    config = tiny_config("seed_mlp", loss="wasserstein", gp_weight=10.0, n_critic=2)
+    models, optimizers, state, _ = _setup(config)
+    batch = {"image": np.zeros((config.batch_size, 28, 28, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"n_critic=2 needs one real batch per critic update"):
+        _jit_step(config, models, optimizers)(state, batch, jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    ("loss", "output"),
+    [
+        ("minimax", jax.nn.sigmoid),
+        ("non_saturating", jax.nn.sigmoid),
+        ("hinge", None),
+        ("wasserstein", None),
+        ("least_squares", None),
+    ],
+)
+def test_d_real_and_d_fake_are_what_each_loss_reads(loss, output):
+    """Probabilities for the log-loss objectives, raw scores for the others."""
+    config = tiny_config("seed_mlp", loss=loss)
+    models, optimizers, state, batch = _setup(config)
+    key = jax.random.key(4)
+    _, metrics = _jit_step(config, models, optimizers)(state, batch, key)
+    noise = step_lib.step_noise(key, 0, local_batch=config.batch_size, config=config)
+    fake = models.generator.apply({"params": state.g_params}, noise.z[0])
+    variables = {"params": state.d_params}
+    real_logits = models.discriminator.apply(variables, batch["image"])
+    fake_logits = models.discriminator.apply(variables, fake)
+    output = output or (lambda x: x)
+    assert losses.get_loss(loss).d_output is not None
+    np.testing.assert_allclose(metrics["d_real"], jnp.mean(output(real_logits)), rtol=1e-5)
+    np.testing.assert_allclose(metrics["d_fake"], jnp.mean(output(fake_logits)), rtol=1e-5)
+
+
+def test_config_saved_before_the_newer_keys_still_builds():
+    """An old run's config.json lacks d_spectral_norm etc.: it builds the models it trained."""
+    config = tiny_config("dcgan")
+    for key in config_lib.LATER_KEYS:
+        del config[key]
+    config_lib.validate_config(config)
+    models = models_lib.build_models(config)
+    assert models.discriminator.spectral_norm is False
+    assert config_lib.setting(config, "ema_rampup") is False

@@ -132,3 +132,39 @@ def test_sigkill_after_checkpoint_resumes_bitwise_exact(model, reference, compil
     support.run(args, env, tmp_path / "b2.txt")
     assert support.committed_steps(workdir) == CHECKPOINTS_OF_A
     _assert_same_run(model, workdir, reference.get(model), steps=(24, 32))
+
+
+# Spectral normalisation (its vectors in d_state) with WGAN-GP's n_critic real batches a step.
+SN_WGAN = dict(d_spectral_norm=True, loss="wasserstein", gp_weight=10.0, n_critic=2)
+
+
+def test_sigkill_resume_with_spectral_norm_and_critic_batches_is_bitwise_exact(tmp_path):
+    """As above for seed_mlp with spectral norm on and 2 critic batches a step: the resumed
+    run's power-iteration vectors, parameters and metrics are the uninterrupted run's."""
+    support.ensure_mnist()
+    run = {**RUN, **SN_WGAN}
+    a_workdir, b_workdir = tmp_path / "a", tmp_path / "b"
+    a = support.start(
+        support.cli_args("seed_mlp", a_workdir, **run), support.env_for(4), tmp_path / "a.txt"
+    )
+    args = support.cli_args("seed_mlp", b_workdir, **run)
+    env = support.env_for(4, compile_cache=tmp_path / "cache")
+    pause = tmp_path / "paused"
+    first = support.start(
+        args, {**env, "PAUSE_AT_STEP": "16", "PAUSE_FILE": str(pause)}, tmp_path / "b1.txt"
+    )
+    support.wait_until(pause.exists, first, "step 16")
+    support.wait_until(lambda: support.committed_steps(b_workdir) == [12], first, "checkpoint 12")
+    support.send(first, signal.SIGKILL)
+    assert support.finish(first) == -signal.SIGKILL
+    support.run(args, env, tmp_path / "b2.txt")
+    assert support.finish(a) == 0, support.tail(a)
+
+    config = support.experiment_config("seed_mlp", **run)
+    for step in (24, 32):
+        b_state = support.restore(b_workdir, config, step)
+        support.assert_bitwise_equal(b_state, support.restore(a_workdir, config, step))
+    assert "spectral_norm" in b_state.d_state
+    b_records, a_records = _metric_records(b_workdir), _metric_records(a_workdir)
+    assert [r["step"] for r in b_records] == list(range(4, 33, 4))
+    assert b_records == a_records

@@ -34,6 +34,7 @@ from gan_jax.data.sampling import (
     batch_indices,
     gather_batch,
     sample_batch,
+    step_batch_indices,
     to_device,
 )
 from gan_jax.data.stacked_mnist import make_stacked_mnist
@@ -57,5 +58,6 @@ __all__ = [
     "make_stacked_mnist",
     "mnist_builder",
     "sample_batch",
+    "step_batch_indices",
     "to_device",
 ]

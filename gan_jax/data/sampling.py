@@ -11,6 +11,11 @@ materialised: it is a keyed bijection of [0, N) evaluated only at the batch's po
 network on the smallest power-of-two domain >= N, with cycle-walking back into [0, N)), which
 costs O(batch) per step where `jax.random.permutation` would cost O(N log N).
 
+Several real batches a step (WGAN-GP's critic updates). A train step with n_critic > 1
+discriminator updates draws one batch per update: update i of step s takes the batch at draw
+number s * n_critic + i (`step_batch_indices`), so examples still run on in order, each epoch
+visits every example once, and n_critic = 1 is exactly the one batch a step above.
+
 Data parallelism. Under `jax.jit` with a sharded batch, call these as they are. Inside
 `jax.shard_map` / `jax.pmap`, where each device builds only its part of the global batch, pass
 `offset=lax.axis_index(axis) * local` and `size=local` (local = batch_size // num_devices): the
@@ -149,6 +154,32 @@ def batch_indices(
     return _permute(within % num_examples, round_keys, num_examples=num_examples)
 
 
+def step_batch_indices(
+    step: int | jax.Array,
+    *,
+    n_critic: int,
+    seed: int | jax.Array,
+    num_examples: int,
+    batch_size: int,
+    offset: int | jax.Array = 0,
+    size: int | None = None,
+) -> jax.Array:
+    """The example indices of train step `step`'s real batches: int32 [size] when n_critic is 1
+    (`batch_indices(step, ...)` itself), else int32 [size, n_critic], whose column i is
+    `batch_indices(step * n_critic + i, ...)`: the batch of critic update i, a pure function of
+    (seed, step, i). Other arguments as in `batch_indices` (offset / size select rows of each
+    global batch)."""
+    kwargs = dict(
+        seed=seed, num_examples=num_examples, batch_size=batch_size, offset=offset, size=size
+    )
+    if n_critic < 1:
+        raise ValueError(f"n_critic must be at least 1, got {n_critic}")
+    if n_critic == 1:
+        return batch_indices(step, **kwargs)
+    draws = jnp.asarray(step, jnp.int32) * n_critic + jnp.arange(n_critic, dtype=jnp.int32)
+    return jax.vmap(functools.partial(batch_indices, **kwargs), out_axes=1)(draws)
+
+
 def _rows(x: jax.Array, indices: jax.Array) -> jax.Array:
     """x[indices] along the leading axis. Indices come from batch_indices, in range by
     construction, so bounds handling is skipped. When x is split across devices on an explicit
@@ -166,10 +197,11 @@ def gather_batch(
     """Gathers and scales a batch on device.
 
     Args:
-      images: uint8 [N, H, W, C]; labels: int32 [N]; indices: int32 [B] in [0, N).
+      images: uint8 [N, H, W, C]; labels: int32 [N]; indices: int32 [B] in [0, N), or any
+        shape [*I] (e.g. [B, n_critic] from `step_batch_indices`).
       pixel_range: "unit" -> x / 255 in [0, 1]; "symmetric" -> x / 127.5 - 1 in [-1, 1].
 
-    Returns {"image": float32 [B, H, W, C], "label": int32 [B]}.
+    Returns {"image": float32 [*I, H, W, C], "label": int32 [*I]}.
     """
     if pixel_range not in PIXEL_RANGES:
         raise ValueError(f"pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
@@ -196,15 +228,19 @@ def sample_batch(
     pixel_range: str,
     offset: int | jax.Array = 0,
     size: int | None = None,
+    n_critic: int = 1,
 ) -> dict[str, jax.Array]:
-    """`gather_batch(images, labels, batch_indices(step, ...))`: the batch at `step`.
+    """`gather_batch(images, labels, step_batch_indices(step, ...))`: train step `step`'s batch.
 
     images uint8 [N, H, W, C], labels int32 [N] (on device); returns {"image": float32
-    [size, H, W, C], "label": int32 [size]}. offset/size select rows of the global batch as in
-    `batch_indices` (for shard_map / pmap).
+    [size, H, W, C], "label": int32 [size]}, or with n_critic > 1 one batch per critic update,
+    {"image": [size, n_critic, H, W, C], "label": [size, n_critic]} (the layout `train_step`
+    takes). offset/size select rows of the global batch as in `batch_indices` (for shard_map /
+    pmap).
     """
-    indices = batch_indices(
+    indices = step_batch_indices(
         step,
+        n_critic=n_critic,
         seed=seed,
         num_examples=images.shape[0],
         batch_size=batch_size,
