@@ -124,6 +124,7 @@ YNNPACK_OPTIONS = {
 }
 YNNPACK_SUFFIX = "+ynnpack"
 SEEDS_MARK = "_x"  # NAME_xS: S seeds of NAME
+VMAP_OPTION = "vmap"  # NAME_xS+vmap: the S seeds vmapped whatever the backend
 CEILING_SUFFIX = " matmuls"  # the timing entry of an MLP workload's matmuls alone
 
 
@@ -136,6 +137,7 @@ class Workload:
     flax_layers: bool = False  # nn.ConvTranspose in G and nn.Conv in D: plain Flax
     compiler_options: dict | None = None  # overrides gan_jax.xla_options for the fused step
     num_seeds: int = 1  # runs trained together (gan_jax.seeds); 1: the solo fused step
+    vectorize: bool | None = None  # gan_jax.seeds.fused_train_step's choice; None: its default
 
     @property
     def solo_name(self) -> str:
@@ -154,16 +156,22 @@ def _base_config(model: str, batch_size: int, width: int) -> ml_collections.Conf
     return config
 
 
-def split_seeds(name: str) -> tuple[str, int]:
-    """("seed_mlp+ynnpack", 10) for "seed_mlp_x10+ynnpack"; (name, 1) without an _xS mark."""
-    ynnpack = name.endswith(YNNPACK_SUFFIX)
-    stem = name.removesuffix(YNNPACK_SUFFIX)
+def split_seeds(name: str) -> tuple[str, int, bool | None]:
+    """(solo name, S, vectorize) of a workload name: ("seed_mlp+ynnpack", 10, True) for
+    "seed_mlp_x10+vmap+ynnpack"; (name, 1, None) without an _xS mark."""
+    stem, *options = name.split("+")
+    vectorize = True if VMAP_OPTION in options else None
+    rest = "".join(f"+{option}" for option in options if option != VMAP_OPTION)
     head, mark, count = stem.rpartition(SEEDS_MARK)
     if not mark or not count.isdigit():
-        return name, 1
+        if vectorize:
+            raise ValueError(f"workload {name!r}: +{VMAP_OPTION} needs S seeds ({SEEDS_MARK}S)")
+        return name, 1, None
     if int(count) < 1:
-        raise ValueError(f"workload {name!r}: the number of seeds after {SEEDS_MARK!r} must be >= 1")
-    return head + (YNNPACK_SUFFIX if ynnpack else ""), int(count)
+        raise ValueError(
+            f"workload {name!r}: the number of seeds after {SEEDS_MARK!r} must be >= 1"
+        )
+    return head + rest, int(count), vectorize
 
 
 def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
@@ -172,7 +180,7 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     A name ending in "+ynnpack" compiles the step with YNNPACK_OPTIONS (CPU only); "NAME_xS"
     trains S seeds of NAME together.
     """
-    solo, num_seeds = split_seeds(name)
+    solo, num_seeds, vectorize = split_seeds(name)
     base = solo.removesuffix(YNNPACK_SUFFIX)
     if base == "seed_mlp":
         config, k, text = _base_config("seed_mlp", 128, 128), 50, "MLP GAN, batch 128"
@@ -190,9 +198,9 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     else:
         raise ValueError(f"unknown workload {name!r}")
     config_lib.validate_config(config)
-    ynnpack = name.endswith(YNNPACK_SUFFIX) and jax.default_backend() == "cpu"
+    ynnpack = solo.endswith(YNNPACK_SUFFIX) and jax.default_backend() == "cpu"
     if num_seeds > 1:
-        text += f", {num_seeds} seeds together"
+        text += f", {num_seeds} seeds together" + (" (vmap)" if vectorize else "")
     return Workload(
         name=name,
         config=config,
@@ -201,6 +209,7 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
         flax_layers=base == "dcgan_flax",
         compiler_options=dict(YNNPACK_OPTIONS) if ynnpack else None,
         num_seeds=num_seeds,
+        vectorize=vectorize,
     )
 
 
@@ -475,6 +484,7 @@ class WorkloadRun:
                 mesh=mesh,
                 num_steps=k,
                 num_seeds=wl.num_seeds,
+                vectorize=wl.vectorize,
             )
             run_inputs = (
                 seeds.seed_keys(config, wl.num_seeds).train,
@@ -552,7 +562,7 @@ def markdown_table(rows: Sequence[dict[str, object]], matmul_f32: float) -> str:
     for r in rows:
         name = r["workload"]
         if "vs_solo_runs" in r:
-            name += f" ({r['vs_solo_runs']:.2f}x {r['num_seeds']} solo runs)"
+            name += f" ({r['vs_solo_runs']:.2f}x one seed's rate)"
         lines.append(
             f"| {name} | {r['batch_size']} | {r['steps_per_dispatch']} "
             f"| {r['images_per_s']:,.0f} "
@@ -633,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     }
     names = [name.strip() for name in args.workloads.split(",")]
     for name in list(names):  # a workload of S seeds is compared with one seed, timed alongside
-        solo, num_seeds = split_seeds(name)
+        solo, num_seeds, _ = split_seeds(name)
         if num_seeds > 1 and solo not in names:
             names.insert(names.index(name), solo)
     runs = {}
@@ -671,12 +681,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
             print(f"warning: {name} produced non-finite metrics", flush=True)
         if row["num_seeds"] > 1:
             solo = next(r for r in rows if r["workload"] == run.workload.solo_name)
+            # S solo runs one after another process images at one seed's rate; on one device
+            # S seeds together cost no more than that when the ratio is >= 1 (ideal: S).
             row["solo_images_per_s"] = solo["images_per_s"]
-            row["vs_solo_runs"] = row["images_per_s"] / (row["num_seeds"] * solo["images_per_s"])
+            row["vs_solo_runs"] = row["images_per_s"] / solo["images_per_s"]
             print(
-                f"{'':11s} {row['num_seeds']} seeds together: {row['vs_solo_runs']:.3f}x the rate "
-                f"of {row['num_seeds']} solo runs ({row['num_seeds']} x "
-                f"{solo['images_per_s']:,.0f} images/s of {solo['workload']})",
+                f"{'':11s} {row['num_seeds']} seeds together: {row['vs_solo_runs']:.3f}x one "
+                f"seed's {solo['images_per_s']:,.0f} images/s ({solo['workload']}), i.e. the S "
+                f"runs take {1 / row['vs_solo_runs']:.3f}x the time of {row['num_seeds']} solo "
+                f"runs; {row['num_seeds']} x one seed's rate would be "
+                f"{row['num_seeds'] * solo['images_per_s']:,.0f} images/s",
                 flush=True,
             )
         if name + CEILING_SUFFIX in timed:

@@ -30,10 +30,14 @@ trains on its rows of the global batch, gradients and BatchNorm statistics avera
 size. By default the "seeds" axis takes gcd(S, devices) devices and "data" the rest (4 devices:
 S = 4 -> 4 x 1, S = 2 -> 2 x 2, S = 3 -> 1 x 4); `data_parallel` chooses the "data" size.
 
-Arithmetic. vmap turns each run's dots into batched dots and its convolutions into grouped
-ones, which XLA may accumulate in another order than the solo step's, so a run of a stack can
-differ from its solo run in the last bits (tests/test_seeds.py states what is bitwise and what
-is equal to 1e-6).
+Two forms of the fused step, one compiled program either way. `vectorize=True` vmaps the one-run
+step over a device's runs: one batched computation, what fills a GPU or TPU that one small model
+leaves idle. vmap turns each run's dots into batched dots (convolutions into grouped ones), which
+XLA may accumulate in another order, so a run can differ from its solo run in the last bits, and
+more where a gradient is a sum that nearly cancels (tests/test_seeds.py). `vectorize=False` puts
+the runs' solo steps side by side in the program: each run computes bitwise what its solo run
+computes (checked on CPU for seed_mlp and the dcgan). On CPU, where batching buys no speed (the
+cores are busy with one run already), that is the default.
 """
 
 from __future__ import annotations
@@ -49,9 +53,8 @@ import ml_collections
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gan_jax import fused, xla_options
+from gan_jax import fused, optim, xla_options
 from gan_jax import models as models_lib
-from gan_jax import optim
 from gan_jax import step as step_lib
 from gan_jax.parallel import DATA_AXIS, check_divisible
 from gan_jax.state import TrainState, create_train_state
@@ -288,6 +291,7 @@ def fused_train_step(
     mesh: Mesh,
     num_steps: int,
     num_seeds: int,
+    vectorize: bool | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """`gan_jax.fused.multi_step` for each of `num_seeds` stacked runs, under `jax.jit` +
     `jax.shard_map` on a seed mesh (see the module docstring), the state donated.
@@ -295,6 +299,11 @@ def fused_train_step(
     Arguments of the returned function: the stacked state, the uint8 split (images [N, H, W, C],
     labels [N], replicated), the runs' train keys [S] and data seeds int32 [S] (`seed_keys(...)
     .train` and `run_seeds(...)`). Returns the stacked state and metrics {name: f32 [S, k]}.
+
+    `vectorize`: True advances a device's runs with `jax.vmap` (one batched computation: what
+    fills an accelerator); False places their solo steps side by side in the one program (each
+    run's arithmetic is then its solo step's, and XLA may overlap independent runs). None: False
+    on CPU, True elsewhere (see the module docstring).
     """
     check_num_seeds(num_seeds)
     if num_steps < 1:
@@ -303,6 +312,8 @@ def fused_train_step(
     _check_seed_layout(num_seeds, seeds_size)
     check_divisible(config.batch_size, data_size)
     platform = mesh.devices.flat[0].platform
+    if vectorize is None:
+        vectorize = platform != "cpu"
     run_k_steps = functools.partial(
         fused.multi_step,
         models=models,
@@ -317,7 +328,13 @@ def fused_train_step(
         def one_run(run_state, train_key, data_seed):
             return run_k_steps(run_state, images, labels, train_key, data_seed=data_seed)
 
-        return jax.vmap(one_run)(state, train_keys, data_seeds)
+        if vectorize:
+            return jax.vmap(one_run)(state, train_keys, data_seeds)
+        runs = [
+            one_run(*unstack((state, train_keys, data_seeds), i))
+            for i in range(train_keys.shape[0])
+        ]
+        return stack(runs)
 
     # check_vma=False for pmap semantics, as in gan_jax.fused: the step averages over "data".
     mapped = jax.shard_map(

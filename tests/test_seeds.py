@@ -4,13 +4,24 @@ The solo run of seed s is what gan_jax/train.py's loop does: `split(key(s), 3)` 
 grid) keys, `create_train_state(init key)`, and `fused.fused_train_step` on a one-device data mesh
 with config.seed = s (its batch order).
 
-Tolerance: per-leaf norm-wise relative error (tests/helpers.py) of 1e-6. The initial states are
-bitwise equal (vmap of the initialisers draws the same bits and applies the same elementwise
-arithmetic). After training they are not: vmap turns each run's dots into batched dots (and the
-dcgan's convolutions into grouped ones) and its reductions over the batch into reductions over
-an inner axis, which XLA:CPU accumulates in another order; measured here, seed_mlp differs by up
-to about 5e-7, in Adam's moments of the discriminator's logit layer (its bias gradient is a sum
-over the batch that nearly cancels).
+The initial states are bitwise equal (vmap of the initialisers draws the same bits and applies
+the same elementwise arithmetic). The fused step's two forms:
+- Side by side (vectorize=False, the default on CPU): each run's ops are its solo step's. For
+  seed_mlp XLA:CPU compiles them to the same arithmetic: bitwise equal. For the dcgan it does
+  not quite: the generator's BatchNorm parameters differ in the last bit from the first step on
+  (a reduction compiled differently in the larger program, we believe; not pinned down), so it
+  is checked to 1e-6 per leaf (measured: at most 4e-7, in Adam's moments).
+- vmap (vectorize=True, the default elsewhere): vmap turns each run's dots into batched dots (the
+  dcgan's convolutions into grouped ones) and its sums over the batch into sums over an inner
+  axis, which XLA:CPU accumulates in another order. seed_mlp then stays within 1e-6 per leaf
+  (per-leaf norm-wise relative error, tests/helpers.py; measured up to about 5e-7, in Adam's
+  moments of the discriminator's logit layer). The tiny dcgan does not: the gradients of the
+  discriminator's biases (and, through BatchNorm, of the generator's first kernel) are sums over
+  real and fake examples that nearly cancel early in training (about -0.5 and +0.5 per logit), so
+  a last-bit difference in the order of the sum becomes a relative difference of up to about
+  5e-4 in those leaves and their Adam moments within six steps (in one of the three runs; the
+  other two stay within 1e-6). For it the test checks the whole state to 1e-5 (one norm over all
+  leaves; measured 2e-6) and every leaf to 1e-3.
 """
 
 from __future__ import annotations
@@ -64,7 +75,15 @@ class Case:
         self.optimizers = optim.build_optimizers(self.config)
         self.images, self.labels = _split()
         self.solo = [self._solo_run(FIRST_SEED + i) for i in range(NUM_SEEDS)]
-        self.stacked = self.stacked_run(jax.devices()[:1], NUM_SEEDS)
+        self._stacked = {}
+
+    def stacked(self, vectorize: bool):
+        """The S = 3 runs on one device, in the fused step's given form (cached)."""
+        if vectorize not in self._stacked:
+            self._stacked[vectorize] = self.stacked_run(
+                jax.devices()[:1], NUM_SEEDS, vectorize=vectorize
+            )
+        return self._stacked[vectorize]
 
     def _solo_run(self, seed):
         config = _with_seed(self.config, seed)
@@ -87,7 +106,9 @@ class Case:
         metrics = {name: np.concatenate([m[name] for m in metrics]) for name in metrics[0]}
         return init, jax.device_get(state), metrics
 
-    def stacked_run(self, devices, num_seeds, *, data_parallel=None, compiled_text=None):
+    def stacked_run(
+        self, devices, num_seeds, *, data_parallel=None, vectorize=None, compiled_text=None
+    ):
         mesh = seeds.seed_mesh(num_seeds, devices=devices, data_parallel=data_parallel)
         state = seeds.create_stacked_train_state(
             self.config, num_seeds, models=self.models, optimizers=self.optimizers
@@ -99,15 +120,21 @@ class Case:
             mesh=mesh,
             num_steps=STEPS_PER_DISPATCH,
             num_seeds=num_seeds,
+            vectorize=vectorize,
         )
         run_inputs = seeds.shard_stacked(
-            (seeds.seed_keys(self.config, num_seeds).train, seeds.run_seeds(self.config, num_seeds)),
+            (
+                seeds.seed_keys(self.config, num_seeds).train,
+                seeds.run_seeds(self.config, num_seeds),
+            ),
             mesh,
         )
         images, labels = _replicated(mesh, self.images, self.labels)
         state = seeds.shard_stacked(state, mesh)
         if compiled_text is not None:
-            compiled_text.append(step_k.lower(state, images, labels, *run_inputs).compile().as_text())
+            compiled_text.append(
+                step_k.lower(state, images, labels, *run_inputs).compile().as_text()
+            )
         metrics = []
         for _ in range(DISPATCHES):
             state, m = step_k(state, images, labels, *run_inputs)
@@ -125,11 +152,19 @@ def _case(model: str) -> Case:
     return _CASES[model]
 
 
-@pytest.fixture(
-    params=["seed_mlp", pytest.param("dcgan", marks=pytest.mark.slow)],
-)
+@pytest.fixture(params=["seed_mlp", pytest.param("dcgan", marks=pytest.mark.slow)])
 def case(request):
     return _case(request.param)
+
+
+def _global_error(actual, expected) -> float:
+    """||actual - expected|| / ||expected|| over all float leaves at once."""
+    pairs = [
+        (np.asarray(a, np.float64), np.asarray(b, np.float64))
+        for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True)
+    ]
+    diff = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in pairs))
+    return float(diff / np.sqrt(sum(np.sum(b**2) for _, b in pairs)))
 
 
 def test_seed_keys_are_each_solo_runs_keys():
@@ -142,21 +177,31 @@ def test_seed_keys_are_each_solo_runs_keys():
             assert_trees_equal(jax.random.key_data(got[i]), jax.random.key_data(want))
 
 
-def test_stacked_runs_equal_solo_runs(case):
-    """S = 3 runs trained together for 2 dispatches of 3 fused steps equal the 3 solo runs."""
-    stacked, stacked_metrics = case.stacked
+@pytest.mark.parametrize("vectorize", [False, True], ids=["side_by_side", "vmap"])
+def test_stacked_runs_equal_solo_runs(case, vectorize):
+    """S = 3 runs trained together for 2 dispatches of 3 fused steps equal the 3 solo runs
+    (tolerances and their causes: the module docstring)."""
+    stacked, stacked_metrics = case.stacked(vectorize)
     assert seeds.num_seeds_of(stacked) == NUM_SEEDS
     for i, (init, solo, solo_metrics) in enumerate(case.solo):
         run = seeds.unstack(stacked, i)
         assert int(run.step) == DISPATCHES * STEPS_PER_DISPATCH
-        assert_trees_close(run, solo, rtol=RTOL)
+        if not vectorize and case.config.model == "seed_mlp":
+            assert_trees_equal(run, solo)
+            assert_trees_equal({n: m[i] for n, m in stacked_metrics.items()}, solo_metrics)
+        elif not vectorize or case.config.model == "seed_mlp":
+            assert_trees_close(run, solo, rtol=RTOL)
+        else:
+            assert _global_error(run, solo) <= 1e-5
+            assert_trees_close(run, solo, rtol=1e-3)
         for name, want in solo_metrics.items():
             np.testing.assert_allclose(stacked_metrics[name][i], want, rtol=1e-5, err_msg=name)
         # The runs trained: a step that skipped work could not match.
         assert max(leaf_errors(run.g_params, init.g_params).values()) > 1e-4
     # The runs are different runs: each follows its own seed (init, noise and batches).
     first, second = (seeds.unstack(stacked, i).g_params for i in (0, 1))
-    assert min(leaf_errors(first, second).values()) > 1e-2
+    differences = leaf_errors(first, second).values()
+    assert min(differences) > 0 and max(differences) > 1e-2
 
 
 def test_stacked_init_is_bitwise_each_solo_init(case):
@@ -289,7 +334,8 @@ def test_layout_and_size_mismatches():
     # A stack of 3 runs on a 2-device "seeds" axis.
     with pytest.raises(ValueError, match="3 runs do not split evenly"):
         seeds.shard_stacked(
-            seeds.create_stacked_train_state(case.config, 3), seeds.seed_mesh(2, devices=devices[:2])
+            seeds.create_stacked_train_state(case.config, 3),
+            seeds.seed_mesh(2, devices=devices[:2]),
         )
     three_runs = seeds.create_stacked_train_state(case.config, 3)
     batch = {"image": jnp.zeros((2, case.config.batch_size, 28, 28, 1))}
