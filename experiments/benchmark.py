@@ -15,6 +15,9 @@ default config, non-saturating loss unless stated):
     dcgan_flax  dcgan with Flax's nn.ConvTranspose and nn.Conv: the plain Flax baseline
     wgan_gp     dcgan, batch 64, Wasserstein loss, gradient penalty 10, 5 critic updates a step
     NAME+ynnpack  NAME compiled with XLA:CPU's default options: YNNPACK dots and convolutions
+    NAME_xS     S seeds of NAME trained together (gan_jax.seeds: vmap over a stacked state, one
+                device), e.g. seed_mlp_x10; images/s counts all S runs' images, and the script
+                also times NAME alone and prints the total against S x its rate (the ratio)
 
 What is timed is the training step exactly as `gan_jax.train` runs it: `fused.fused_train_step`
 (k steps per dispatch, batches gathered on device from a device-resident uint8 split; on CPU a
@@ -100,7 +103,7 @@ import ml_collections
 import numpy as np
 
 from gan_jax import config as config_lib
-from gan_jax import data, fused, optim, parallel, xla_options
+from gan_jax import data, fused, optim, parallel, seeds, xla_options
 from gan_jax import models as models_lib
 from gan_jax.state import create_train_state
 
@@ -120,6 +123,8 @@ YNNPACK_OPTIONS = {
     )
 }
 YNNPACK_SUFFIX = "+ynnpack"
+SEEDS_MARK = "_x"  # NAME_xS: S seeds of NAME
+VMAP_OPTION = "vmap"  # NAME_xS+vmap: the S seeds vmapped whatever the backend
 CEILING_SUFFIX = " matmuls"  # the timing entry of an MLP workload's matmuls alone
 
 
@@ -131,6 +136,13 @@ class Workload:
     description: str
     flax_layers: bool = False  # nn.ConvTranspose in G and nn.Conv in D: plain Flax
     compiler_options: dict | None = None  # overrides gan_jax.xla_options for the fused step
+    num_seeds: int = 1  # runs trained together (gan_jax.seeds); 1: the solo fused step
+    vectorize: bool | None = None  # gan_jax.seeds.fused_train_step's choice; None: its default
+
+    @property
+    def solo_name(self) -> str:
+        """The name of one seed of this workload (itself when num_seeds == 1)."""
+        return split_seeds(self.name)[0]
 
 
 def _base_config(model: str, batch_size: int, width: int) -> ml_collections.ConfigDict:
@@ -144,12 +156,32 @@ def _base_config(model: str, batch_size: int, width: int) -> ml_collections.Conf
     return config
 
 
+def split_seeds(name: str) -> tuple[str, int, bool | None]:
+    """(solo name, S, vectorize) of a workload name: ("seed_mlp+ynnpack", 10, True) for
+    "seed_mlp_x10+vmap+ynnpack"; (name, 1, None) without an _xS mark."""
+    stem, *options = name.split("+")
+    vectorize = True if VMAP_OPTION in options else None
+    rest = "".join(f"+{option}" for option in options if option != VMAP_OPTION)
+    head, mark, count = stem.rpartition(SEEDS_MARK)
+    if not mark or not count.isdigit():
+        if vectorize:
+            raise ValueError(f"workload {name!r}: +{VMAP_OPTION} needs S seeds ({SEEDS_MARK}S)")
+        return name, 1, None
+    if int(count) < 1:
+        raise ValueError(
+            f"workload {name!r}: the number of seeds after {SEEDS_MARK!r} must be >= 1"
+        )
+    return head + rest, int(count), vectorize
+
+
 def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     """The named benchmark workload; `steps_per_dispatch` overrides its default k.
 
-    A name ending in "+ynnpack" compiles the step with YNNPACK_OPTIONS (CPU only).
+    A name ending in "+ynnpack" compiles the step with YNNPACK_OPTIONS (CPU only); "NAME_xS"
+    trains S seeds of NAME together.
     """
-    base = name.removesuffix(YNNPACK_SUFFIX)
+    solo, num_seeds, vectorize = split_seeds(name)
+    base = solo.removesuffix(YNNPACK_SUFFIX)
     if base == "seed_mlp":
         config, k, text = _base_config("seed_mlp", 128, 128), 50, "MLP GAN, batch 128"
     elif base in ("dcgan", "dcgan_bf16", "dcgan_flax"):
@@ -166,7 +198,9 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     else:
         raise ValueError(f"unknown workload {name!r}")
     config_lib.validate_config(config)
-    ynnpack = name.endswith(YNNPACK_SUFFIX) and jax.default_backend() == "cpu"
+    ynnpack = solo.endswith(YNNPACK_SUFFIX) and jax.default_backend() == "cpu"
+    if num_seeds > 1:
+        text += f", {num_seeds} seeds together" + (" (vmap)" if vectorize else "")
     return Workload(
         name=name,
         config=config,
@@ -174,6 +208,8 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
         description=text + (", YNNPACK dots and convolutions" if ynnpack else ""),
         flax_layers=base == "dcgan_flax",
         compiler_options=dict(YNNPACK_OPTIONS) if ynnpack else None,
+        num_seeds=num_seeds,
+        vectorize=vectorize,
     )
 
 
@@ -424,21 +460,43 @@ class WorkloadRun:
     def __init__(self, wl: Workload, *, device: jax.Device, min_window_s: float):
         self.workload = wl
         config, k = wl.config, wl.steps_per_dispatch
-        mesh = parallel.data_mesh([device])
         models = build_models(wl)
         optimizers = optim.build_optimizers(config)
-        init_key, self.train_key = jax.random.split(jax.random.key(config.seed))
-        state = create_train_state(init_key, config, models=models, optimizers=optimizers)
-        self.state = parallel.replicate_on_mesh(state, mesh)
+        if wl.num_seeds == 1:
+            mesh = parallel.data_mesh([device])
+            init_key, train_key = jax.random.split(jax.random.key(config.seed))
+            state = create_train_state(init_key, config, models=models, optimizers=optimizers)
+            self.state = parallel.replicate_on_mesh(state, mesh)
+            step_k = fused.fused_train_step(
+                models=models, optimizers=optimizers, config=config, mesh=mesh, num_steps=k
+            )
+            self.run_args: tuple = (train_key,)
+        else:  # S runs of seeds config.seed + i, stacked, on one device
+            mesh = seeds.seed_mesh(wl.num_seeds, devices=[device])
+            state = seeds.create_stacked_train_state(
+                config, wl.num_seeds, models=models, optimizers=optimizers
+            )
+            self.state = seeds.shard_stacked(state, mesh)
+            step_k = seeds.fused_train_step(
+                models=models,
+                optimizers=optimizers,
+                config=config,
+                mesh=mesh,
+                num_steps=k,
+                num_seeds=wl.num_seeds,
+                vectorize=wl.vectorize,
+            )
+            run_inputs = (
+                seeds.seed_keys(config, wl.num_seeds).train,
+                seeds.run_seeds(config, wl.num_seeds),
+            )
+            self.run_args = seeds.shard_stacked(run_inputs, mesh)
         self.images, self.labels = synthetic_split(mesh)
-        step_k = fused.fused_train_step(
-            models=models, optimizers=optimizers, config=config, mesh=mesh, num_steps=k
-        )
         self.metrics = None
         start = time.perf_counter()
         # What the loop's first call does (with gan_jax.xla_options), ahead of time so that
         # other options can be passed.
-        self.step_k = step_k.lower(self.state, self.images, self.labels, self.train_key).compile(
+        self.step_k = step_k.lower(self.state, self.images, self.labels, *self.run_args).compile(
             compiler_options=wl.compiler_options
         )
         self.run()
@@ -447,7 +505,7 @@ class WorkloadRun:
         self.timed = Timed(self.run, min_window_s)
 
     def run(self) -> None:
-        self.state, self.metrics = self.step_k(self.state, self.images, self.labels, self.train_key)
+        self.state, self.metrics = self.step_k(self.state, self.images, self.labels, *self.run_args)
         jax.block_until_ready(self.state)
 
     def result(self) -> dict[str, object]:
@@ -455,13 +513,15 @@ class WorkloadRun:
         times = self.timed.seconds
         finite = all(bool(np.all(np.isfinite(np.asarray(v)))) for v in self.metrics.values())
         seconds_per_step = statistics.median(times) / k
-        images_per_s = config.batch_size / seconds_per_step
+        images_per_step = config.batch_size * wl.num_seeds  # every run's real images
+        images_per_s = images_per_step / seconds_per_step
         by_pass = flops_per_image(config)
         flops = sum(by_pass.values())
         return {
             "workload": wl.name,
             "description": wl.description,
             "batch_size": config.batch_size,
+            "num_seeds": wl.num_seeds,
             "compute_dtype": config.compute_dtype,
             "compiler_options": wl.compiler_options
             or xla_options.compiler_options(jax.default_backend())
@@ -473,8 +533,8 @@ class WorkloadRun:
             "ms_per_step": seconds_per_step * 1e3,
             "ms_per_step_windows": [t / k * 1e3 for t in times],
             "images_per_s": images_per_s,
-            "images_per_s_min": config.batch_size * k / max(times),
-            "images_per_s_max": config.batch_size * k / min(times),
+            "images_per_s_min": images_per_step * k / max(times),
+            "images_per_s_max": images_per_step * k / min(times),
             "flops_per_image": flops,
             "flops_per_image_by_pass": by_pass,
             "flops_per_image_rule_of_thumb": rule_of_thumb_flops(config),
@@ -500,8 +560,11 @@ def markdown_table(rows: Sequence[dict[str, object]], matmul_f32: float) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        name = r["workload"]
+        if "vs_solo_runs" in r:
+            name += f" ({r['vs_solo_runs']:.2f}x one seed's rate)"
         lines.append(
-            f"| {r['workload']} | {r['batch_size']} | {r['steps_per_dispatch']} "
+            f"| {name} | {r['batch_size']} | {r['steps_per_dispatch']} "
             f"| {r['images_per_s']:,.0f} "
             f"| {r['images_per_s_min']:,.0f}–{r['images_per_s_max']:,.0f} "
             f"| {_format_flops(r['flops_per_image'])} | {r['gflops']:.1f} "
@@ -552,7 +615,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
         help="comma-separated: seed_mlp, dcgan, dcgan_bf16, dcgan_flax, wgan_gp; append "
-        f"{YNNPACK_SUFFIX} to compile with {YNNPACK_OPTIONS}",
+        f"{SEEDS_MARK}S (e.g. seed_mlp_x10) to train S seeds together, {YNNPACK_SUFFIX} to "
+        f"compile with {YNNPACK_OPTIONS}",
     )
     parser.add_argument(
         "--steps_per_dispatch", type=int, default=0, help="k for every workload (0: its default)"
@@ -577,13 +641,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         f"matmul_{dtype}": matmul_timed(dtype, device=device, min_window_s=args.min_window_s, n=n)
         for dtype in ("float32", "bfloat16")
     }
+    names = [name.strip() for name in args.workloads.split(",")]
+    for name in list(names):  # a workload of S seeds is compared with one seed, timed alongside
+        solo, num_seeds, _ = split_seeds(name)
+        if num_seeds > 1 and solo not in names:
+            names.insert(names.index(name), solo)
     runs = {}
-    for name in args.workloads.split(","):
-        wl = workload(name.strip(), steps_per_dispatch=args.steps_per_dispatch or None)
+    for name in names:
+        wl = workload(name, steps_per_dispatch=args.steps_per_dispatch or None)
         runs[wl.name] = WorkloadRun(wl, device=device, min_window_s=args.min_window_s)
         timed[wl.name] = runs[wl.name].timed
         print(f"compiled {wl.name} in {runs[wl.name].compile_s:.1f} s", flush=True)
-        if wl.config.model == "seed_mlp":
+        if wl.config.model == "seed_mlp" and wl.num_seeds == 1:
             timed[wl.name + CEILING_SUFFIX] = mlp_matmul_timed(
                 wl, device=device, min_window_s=args.min_window_s
             )
@@ -610,6 +679,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         )
         if not row["metrics_finite"]:
             print(f"warning: {name} produced non-finite metrics", flush=True)
+        if row["num_seeds"] > 1:
+            solo = next(r for r in rows if r["workload"] == run.workload.solo_name)
+            # S solo runs one after another process images at one seed's rate; on one device
+            # S seeds together cost no more than that when the ratio is >= 1 (ideal: S).
+            row["solo_images_per_s"] = solo["images_per_s"]
+            row["vs_solo_runs"] = row["images_per_s"] / solo["images_per_s"]
+            print(
+                f"{'':11s} {row['num_seeds']} seeds together: {row['vs_solo_runs']:.3f}x one "
+                f"seed's {solo['images_per_s']:,.0f} images/s ({solo['workload']}), i.e. the S "
+                f"runs take {1 / row['vs_solo_runs']:.3f}x the time of {row['num_seeds']} solo "
+                f"runs; {row['num_seeds']} x one seed's rate would be "
+                f"{row['num_seeds'] * solo['images_per_s']:,.0f} images/s",
+                flush=True,
+            )
         if name + CEILING_SUFFIX in timed:
             seconds = timed[name + CEILING_SUFFIX].seconds
             images_per_dispatch = row["batch_size"] * row["steps_per_dispatch"]

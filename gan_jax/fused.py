@@ -50,10 +50,11 @@ def local_batch_indices(
     config: ml_collections.ConfigDict,
     num_examples: int,
     axis_name: str | None,
+    data_seed: int | jax.Array | None = None,
 ) -> jax.Array:
     """This device's rows of the global batches at each of `steps` [k]: int32 [k, local batch],
     or [k, local batch, n_critic] when config.n_critic > 1 (`data.step_batch_indices`; all rows
-    when `axis_name` is None)."""
+    when `axis_name` is None). `data_seed` (may be traced) defaults to config.seed."""
     local = config.batch_size
     offset = 0
     if axis_name is not None:
@@ -62,7 +63,7 @@ def local_batch_indices(
     indices = functools.partial(
         data.step_batch_indices,
         n_critic=int(config.n_critic),
-        seed=config.seed,
+        seed=config.seed if data_seed is None else data_seed,
         num_examples=num_examples,
         batch_size=config.batch_size,
         offset=offset,
@@ -107,8 +108,11 @@ def multi_step(
     axis_name: str | None = None,
     unroll: bool | None = None,
     backend: str | None = None,
+    data_seed: int | jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """`num_steps` train steps on batches sampled on device; metrics stacked to [num_steps].
+
+    `data_seed` (int or traced int scalar) keys the batch order; None uses config.seed.
 
     `unroll`: unroll the `lax.scan` in full; None does so exactly when `backend` (default: JAX's
     default backend) is CPU and the step contains a convolution (see the module docstring).
@@ -119,7 +123,11 @@ def multi_step(
     # path before the step could start. Batch i is still sample_batch's batch at step + i.
     steps = state.step + jnp.arange(num_steps, dtype=jnp.int32)
     all_indices = local_batch_indices(
-        steps, config=config, num_examples=images.shape[0], axis_name=axis_name
+        steps,
+        config=config,
+        num_examples=images.shape[0],
+        axis_name=axis_name,
+        data_seed=data_seed,
     )
 
     # Likewise the noise: on CPU, threefry inside the loop ran as a rolled loop of tiny ops on

@@ -5,6 +5,14 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+# The fields of a metrics.jsonl record that measure time, which differ between any two runs.
+TIMING_KEYS = ("images_per_s", "wall_time_s", "train_time_s")
+
+
+def without_timing(record: dict) -> dict:
+    """A metrics.jsonl record without its TIMING_KEYS: what equal runs must log identically."""
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
 
 def leaf_errors(actual, expected) -> dict[str, float]:
     """Per-leaf relative error ||actual - expected|| / ||expected|| (float64, Frobenius norms).

@@ -6,6 +6,7 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import benchmark
 from gan_jax import models as models_lib
@@ -62,3 +63,16 @@ def test_matmul_ceiling_step_runs_the_same_matmuls_as_the_train_step():
     new_weights = ceiling_step(weights, (z, real))
     assert all(np.isfinite(np.asarray(w)).all() for w in new_weights)
     assert any(not np.array_equal(new, old) for new, old in zip(new_weights, weights, strict=True))
+
+
+def test_seed_workload_names():
+    """NAME_xS trains S seeds of NAME; +vmap forces the vmapped form; the solo name is NAME."""
+    assert benchmark.split_seeds("seed_mlp_x10") == ("seed_mlp", 10, None)
+    assert benchmark.split_seeds("seed_mlp_x10+vmap+ynnpack") == ("seed_mlp+ynnpack", 10, True)
+    assert benchmark.split_seeds("dcgan_flax") == ("dcgan_flax", 1, None)
+    wl = benchmark.workload("seed_mlp_x10")
+    assert (wl.num_seeds, wl.solo_name, wl.steps_per_dispatch) == (10, "seed_mlp", 50)
+    with pytest.raises(ValueError, match="needs S seeds"):
+        benchmark.split_seeds("seed_mlp+vmap")
+    with pytest.raises(ValueError, match="must be >= 1"):
+        benchmark.workload("seed_mlp_x0")

@@ -11,6 +11,7 @@ import jax
 import pytest
 
 from gan_jax import checkpointing, evaluate, train, writers
+from tests import helpers
 from tests import test_train_support as support
 
 RUN = dict(num_steps=12, steps_per_dispatch=4, log_every=4, checkpoint_every=4)
@@ -29,9 +30,7 @@ def reference(tmp_path_factory):
 
 def _metric_records(workdir):
     records = writers.read_metrics(workdir / "metrics.jsonl")
-    return [
-        {k: v for k, v in r.items() if k not in ("images_per_s", "wall_time_s")} for r in records
-    ]
+    return [helpers.without_timing(r) for r in records]
 
 
 def _truncate_largest_array_file(step_dir):

@@ -18,6 +18,7 @@ import signal
 
 import pytest
 
+from tests import helpers
 from tests import test_train_support as support
 
 pytestmark = pytest.mark.slow
@@ -65,10 +66,7 @@ def reference(tmp_path_factory):
 def _metric_records(workdir):
     """metrics.jsonl without the timing fields (which differ between any two runs)."""
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines]
-    for record in records:
-        del record["images_per_s"], record["wall_time_s"]
-    return records
+    return [helpers.without_timing(json.loads(line)) for line in lines]
 
 
 def _assert_same_run(model, b_workdir, a_workdir, steps=(32,)):
