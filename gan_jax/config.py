@@ -35,7 +35,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     # Model: family, sizes, image shape (H, W, C). Widths are the family's base width:
-    # hidden units for seed_mlp, base channels for dcgan (G uses 4w, 2w, w; D uses w, 2w).
+    # hidden units for seed_mlp, base channels for dcgan (G uses 4w, 2w, w; D uses w, 2w) and
+    # dcgan_compact (G 2w, w; D w, 2w).
     config.model = "dcgan"
     config.latent_dim = 100
     config.image_shape = (28, 28, 1)
