@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-MODEL_NAMES = ("seed_mlp", "dcgan")
+MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact")
 LOSS_NAMES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
 SCHEDULE_NAMES = ("constant", "cosine", "warmup_cosine", "linear")
 
@@ -35,12 +35,14 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     # Model: family, sizes, image shape (H, W, C). Widths are the family's base width:
-    # hidden units for seed_mlp, base channels for dcgan (G uses 4w, 2w, w; D uses w, 2w).
+    # hidden units for seed_mlp, base channels for dcgan (G uses 4w, 2w, w; D uses w, 2w) and
+    # dcgan_compact (G 2w, w; D w, 2w).
     config.model = "dcgan"
     config.latent_dim = 100
     config.image_shape = (28, 28, 1)
     config.g_width = 64
     config.d_width = 64
+    config.g_batch_norm = True  # dcgan_compact only: BatchNorm in the generator
     config.num_classes = 0  # > 0 makes both players class-conditional
     config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params and optimiser state
 
@@ -130,7 +132,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"expected (height, width, channels), got {shape}",
     )
     _check(all(int(d) > 0 for d in shape), "image_shape", f"sizes must be positive, got {shape}")
-    if config.model == "dcgan":
+    if config.model in ("dcgan", "dcgan_compact"):
         _check(
             shape[0] % 4 == 0 and shape[1] % 4 == 0,
             "image_shape",

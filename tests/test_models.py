@@ -74,3 +74,74 @@ def test_dcgan_state_layout_is_flax_layers():
         assert jax.tree.leaves(layouts[0]) == jax.tree.leaves(layouts[1])  # shapes and dtypes
         names = set(layouts[0]["params"])
         assert names & {"ConvTranspose_0", "Conv_0"}, names
+
+
+class _FlaxCompactGenerator(nn.Module):
+    """models.CompactGenerator written with Flax's own layers: the reference it must equal."""
+
+    width: int
+    batch_norm: bool
+
+    @nn.compact
+    def __call__(self, z, *, train):
+        def normalise(x):
+            if not self.batch_norm:
+                return x
+            return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3)(x)
+
+        bias = not self.batch_norm
+        h = nn.relu(normalise(nn.Dense(7 * 7 * 2 * self.width, use_bias=bias)(z)))
+        h = h.reshape((z.shape[0], 7, 7, 2 * self.width))
+        conv_t = functools.partial(nn.ConvTranspose, kernel_size=(4, 4), strides=(2, 2))
+        h = nn.relu(normalise(conv_t(self.width, use_bias=bias)(h)))
+        return jnp.tanh(conv_t(1)(h))
+
+
+class _FlaxCompactDiscriminator(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, images):
+        h = images
+        for features in (self.width, 2 * self.width):
+            h = nn.leaky_relu(nn.Conv(features, (4, 4), strides=(2, 2))(h), negative_slope=0.2)
+        return nn.Dense(1, name="logit")(h.reshape((h.shape[0], -1)))[:, 0]
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_dcgan_compact_is_its_flax_reference(batch_norm):
+    """Same parameter tree as the Flax-layer reference, and with the same variables the same
+    images, logits and gradients (training mode, BatchNorm on the batch)."""
+    config = tiny_config("dcgan_compact", g_batch_norm=batch_norm)
+    models = models_lib.build_models(config)
+    width = config.g_width
+    z = jax.random.normal(jax.random.key(1), (4, config.latent_dim))
+    g_ref = _FlaxCompactGenerator(width=width, batch_norm=batch_norm)
+    g_vars = models.generator.init(jax.random.key(0), z, train=False)
+    assert jax.tree.structure(g_vars) == jax.tree.structure(
+        g_ref.init(jax.random.key(0), z, train=False)
+    )
+    assert ("batch_stats" in g_vars) == batch_norm  # no BN: the EMA params are the whole model
+    g_vars = jax.tree.map(lambda v: v + 0.05, g_vars)  # nonzero biases and BN shifts
+
+    def g_loss(module, variables):
+        images, _ = module.apply(variables, z, train=True, mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(3.0 * images)), images
+
+    got = jax.jit(jax.value_and_grad(functools.partial(g_loss, models.generator), has_aux=True))
+    want = jax.jit(jax.value_and_grad(functools.partial(g_loss, g_ref), has_aux=True))
+    (_, images), g_grads = got(g_vars)
+    assert images.shape == (4, 28, 28, 1)
+    _assert_close(got(g_vars), want(g_vars), rtol=1e-4)  # float32 sums in another order
+
+    d_ref = _FlaxCompactDiscriminator(width=config.d_width)
+    d_vars = jax.tree.map(lambda v: v + 0.05, models.discriminator.init(jax.random.key(2), images))
+    assert jax.tree.structure(d_vars) == jax.tree.structure(d_ref.init(jax.random.key(2), images))
+
+    def d_loss(apply, variables, x):
+        return jnp.sum(jnp.sin(apply(variables, x)))
+
+    ours = functools.partial(d_loss, lambda v, x: models.discriminator.apply(v, x))
+    theirs = functools.partial(d_loss, d_ref.apply)
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1))
+    _assert_close(jax.jit(grad(ours))(d_vars, images), jax.jit(grad(theirs))(d_vars, images))

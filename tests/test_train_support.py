@@ -29,7 +29,7 @@ from gan_jax.state import create_train_state
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = {
     "seed_mlp": REPO / "experiments" / "seed_mlp_mnist.py",
-    "dcgan": REPO / "experiments" / "dcgan_mnist.py",
+    "dcgan": REPO / "experiments" / "dcgan_tutorial_mnist.py",  # the tutorial DCGAN family
 }
 # The experiments shrunk to test size (the model families and losses are the real ones).
 TINY = {
