@@ -353,6 +353,7 @@ class CompactGenerator(nn.Module):
     num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    bn_momentum: float = 0.99  # 0 for standing statistics (see `standing_statistics`)
 
     @nn.compact
     def __call__(
@@ -365,7 +366,7 @@ class CompactGenerator(nn.Module):
                 return x
             return nn.BatchNorm(
                 use_running_average=not train,
-                momentum=0.99,
+                momentum=self.bn_momentum,
                 epsilon=1e-3,
                 dtype=self.dtype,
                 axis_name=self.axis_name,
@@ -394,24 +395,30 @@ class CompactGenerator(nn.Module):
 
 
 class CompactDiscriminator(nn.Module):
-    """Conv(w, 4×4, s2) → LReLU(0.2) → Conv(2w, 4×4, s2) → LReLU(0.2) → Dense(1), a logit."""
+    """Conv(w, 4×4, s2) → LReLU(0.2) → Conv(2w, 4×4, s2) → LReLU(0.2) → Dense(1), a logit.
+
+    `spectral_norm`: spectrally normalise every layer, the convolutions as their
+    [4*4*cin, cout] matrices (see the module docstring).
+    """
 
     width: int = 64
     num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    spectral_norm: bool = False
+    sn_power_iterations: int = 1
 
     @nn.compact
     def __call__(
         self, images: jax.Array, labels: jax.Array | None = None, *, train: bool = True
     ) -> jax.Array:
-        del train
+        normed = SpectralNormed(self.spectral_norm, self.sn_power_iterations, train)
         h = images.astype(self.dtype)
         for features in (self.width, 2 * self.width):
-            h = Conv(features, (4, 4), strides=(2, 2), dtype=self.dtype)(h)
+            h = normed(Conv(features, (4, 4), strides=(2, 2), dtype=self.dtype))(h)
             h = nn.leaky_relu(h, negative_slope=0.2)
         h = h.reshape((h.shape[0], -1))
-        return _projection_logit(h, labels, self.num_classes)
+        return _projection_logit(h, labels, self.num_classes, normed)
 
 
 def build_models(config: ml_collections.ConfigDict) -> Models:
@@ -444,7 +451,7 @@ def build_models(config: ml_collections.ConfigDict) -> Models:
                 batch_norm=config.g_batch_norm,
                 **common,
             ),
-            discriminator=CompactDiscriminator(width=config.d_width, **common),
+            discriminator=CompactDiscriminator(width=config.d_width, **common, **spectral),
             pixel_range="symmetric",
         )
     raise AssertionError(f"validate_config admitted unknown model {config.model!r}")

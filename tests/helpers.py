@@ -53,7 +53,7 @@ def tiny_config(model: str = "seed_mlp", **overrides):
     config = config_lib.get_default_config()
     config.model = model
     config.batch_size = 64
-    if model == "dcgan":
+    if model in ("dcgan", "dcgan_compact"):
         config.g_width = config.d_width = 8
         config.latent_dim = 16
     else:

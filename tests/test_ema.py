@@ -56,9 +56,9 @@ def test_step_ema_is_the_ramped_average_of_the_live_params(rampup):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
-def _trained_dcgan(num_steps=3):
+def _trained_dcgan(num_steps=3, model="dcgan"):
     """A tiny dcgan a few steps in: its EMA params differ from the live ones."""
-    config = tiny_config("dcgan", ema_decay=0.9, ema_standing_stats_batches=3, batch_size=16)
+    config = tiny_config(model, ema_decay=0.9, ema_standing_stats_batches=3, batch_size=16)
     models = models_lib.build_models(config)
     optimizers = optim.build_optimizers(config)
     state = state_lib.create_train_state(jax.random.key(0), config)
@@ -85,8 +85,9 @@ def _batch_norm_inputs(generator, params, g_state, z):
     return inputs
 
 
-def test_ema_generator_samples_with_statistics_of_its_own_params():
-    config, models, state = _trained_dcgan()
+@pytest.mark.parametrize("model", ["dcgan", "dcgan_compact"])
+def test_ema_generator_samples_with_statistics_of_its_own_params(model):
+    config, models, state = _trained_dcgan(model=model)
     params, g_state = state_lib.sampling_variables(state, models=models, config=config)
     assert_trees_equal(params, state.g_ema_params)
 

@@ -31,7 +31,9 @@ def _sigmas(d_state):
     return sigmas
 
 
-@pytest.mark.parametrize(("model", "conditional"), [("seed_mlp", False), ("dcgan", True)])
+@pytest.mark.parametrize(
+    ("model", "conditional"), [("seed_mlp", False), ("dcgan", True), ("dcgan_compact", False)]
+)
 def test_normalised_kernels_have_spectral_norm_one(model, conditional):
     """After enough power iterations (40 training-mode calls of 10; the slowest layer here needs
     about 130 for 1e-4, its two top singular values being 2% apart), every kernel divided by its
