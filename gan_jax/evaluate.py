@@ -158,15 +158,56 @@ def evaluate_generator(
     return result
 
 
+def combine_runs(results: list[dict[str, Any]], *, run_seeds: list[int]) -> dict[str, Any]:
+    """One result for S runs of one config (a stack, gan_jax.seeds) from each run's result.
+
+    Each metric (the table's, and kid_std) is the mean over runs, with its standard error
+    std / sqrt(S) (std with S - 1 degrees of freedom) under "sem"; "runs" holds each run's own
+    result with its "run_seed", "run_seeds" the seeds; "seconds" is their sum. The rest
+    (dataset, reference, floor, ...) is run 0's: the runs share them.
+    """
+    if len(results) != len(run_seeds) or len(results) < 2:
+        raise ValueError(
+            f"combine_runs needs the results of 2 or more runs and one seed each; got "
+            f"{len(results)} results and {len(run_seeds)} seeds"
+        )
+    metrics = [k for k in [key for key, _, _ in _TABLE_ROWS] + ["kid_std"] if k in results[0]]
+    combined = {k: v for k, v in results[0].items() if k not in metrics}
+    sem = {}
+    for key in metrics:
+        values = np.array([float(result[key]) for result in results])
+        combined[key] = float(values.mean())
+        sem[key] = float(values.std(ddof=1) / math.sqrt(len(values)))
+    combined["sem"] = sem
+    combined["num_seeds"] = len(results)
+    combined["run_seeds"] = [int(seed) for seed in run_seeds]
+    if all("seconds" in result for result in results):
+        combined["seconds"] = round(sum(result["seconds"] for result in results), 2)
+    combined["runs"] = [
+        {"run_seed": int(seed), **result} for seed, result in zip(run_seeds, results, strict=True)
+    ]
+    return combined
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of a result's metrics beside its floor."""
+    """A plain-text table of a result's metrics beside its floor; for the result of several runs
+    (`combine_runs`), their mean ± its standard error."""
     floor = result.get("floor", {})
-    lines = [f"{'metric':<18}{'samples':>12}{'real floor':>12}  better"]
+    sem = result.get("sem")
+    if sem:
+        heading = f"mean ± s.e. of {result['num_seeds']} runs"
+        heading = f"{heading:>24}"
+    else:
+        heading = f"{'samples':>12}"
+    lines = [f"{'metric':<18}{heading}{'real floor':>12}  better"]
     for key, name, better in _TABLE_ROWS:
         if key not in result:
             continue
         value, floor_value = result[key], floor.get(key)
-        text = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
+        if sem:
+            text = f"{value:14.4f} ± {sem[key]:<7.4f}"
+        else:
+            text = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
         if floor_value is None:
             floor_text = f"{'-':>12}"
         elif isinstance(floor_value, float):
@@ -175,8 +216,9 @@ def format_table(result: dict[str, Any]) -> str:
             floor_text = f"{floor_value:12d}"
         lines.append(f"{name:<18}{text}{floor_text}  {better}")
     net = result["feature_network"]
+    per_run = f" per run (seeds {result['run_seeds']})" if sem else ""
     lines.append(
-        f"{result['num_samples']} samples of {result['dataset']} vs its "
+        f"{result['num_samples']} samples of {result['dataset']}{per_run} vs its "
         f"{result['reference'].get('split')} split; feature network {net['version']} "
         f"(sha256 {net['sha256'][:12]}...)"
     )
