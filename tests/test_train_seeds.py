@@ -24,6 +24,7 @@ from gan_jax.config import ConfigError
 from gan_jax.train import train_and_evaluate
 from tests import helpers
 from tests import test_train_support as support
+from tests.test_train import _tensorboard_tags
 
 FIRST_SEED = 5  # not 0: run i must follow config.seed + i
 LOOP = dict(num_steps=12, steps_per_dispatch=4, log_every=4, checkpoint_every=8, seed=FIRST_SEED)
@@ -67,34 +68,54 @@ def _fake_evaluate_generator(monkeypatch):
     return calls
 
 
-def test_three_seeds_equal_their_solo_runs_and_log_each_run_and_the_mean(tmp_path, monkeypatch):
-    calls = _fake_evaluate_generator(monkeypatch)
-    config = _config(num_seeds=3, sample_every=12, eval_at_end=True, eval_num_samples=9)
-    workdir = tmp_path / "stack"
-    stacked = jax.device_get(train_and_evaluate(config, workdir))
-    assert seeds.num_seeds_of(stacked) == 3 and stacked.step.tolist() == [12, 12, 12]
-    # The checkpoint holds the whole stack: the returned state.
-    support.assert_bitwise_equal(_restore_stack(workdir, config), stacked)
+STACK = dict(num_seeds=3, sample_every=12, eval_at_end=True, eval_num_samples=9)
 
-    solo_records = []
+
+@pytest.fixture(scope="module")
+def stack_run(tmp_path_factory):
+    """(workdir, returned state, evaluate_generator's calls) of a 3-seed run."""
+    workdir = tmp_path_factory.mktemp("stack") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = _fake_evaluate_generator(monkeypatch)
+        state = jax.device_get(train_and_evaluate(_config(**STACK), workdir))
+    return workdir, state, calls
+
+
+@pytest.mark.slow
+def test_three_seeds_equal_their_solo_runs(stack_run, tmp_path):
+    workdir, stacked, _ = stack_run
+    assert seeds.num_seeds_of(stacked) == 3 and stacked.step.tolist() == [12, 12, 12]
+    records = writers.read_metrics(workdir / "metrics.jsonl")[:-1]
     for i in range(3):
         solo_config = _config(seed=FIRST_SEED + i, eval_at_end=False)
         solo = jax.device_get(train_and_evaluate(solo_config, tmp_path / f"solo_{i}"))
         support.assert_bitwise_equal(seeds.unstack(stacked, i), solo)
-        solo_records.append(writers.read_metrics(tmp_path / f"solo_{i}" / "metrics.jsonl"))
+        # Its metrics under its seed are its solo run's (the mean of the same f32 values).
+        solo_records = writers.read_metrics(tmp_path / f"solo_{i}" / "metrics.jsonl")
+        for record, solo_record in zip(records, solo_records, strict=True):
+            for name in NAMES:
+                assert record[f"seed_{FIRST_SEED + i}/{name}"] == solo_record[name]
 
-    records = writers.read_metrics(workdir / "metrics.jsonl")
-    train_records, eval_record = records[:-1], records[-1]
+
+def test_a_stack_logs_each_run_and_the_mean(stack_run):
+    workdir, stacked, _ = stack_run
+    # The checkpoint holds the whole stack: the returned state.
+    support.assert_bitwise_equal(_restore_stack(workdir, _config(**STACK)), stacked)
+    train_records = writers.read_metrics(workdir / "metrics.jsonl")[:-1]
     assert [r["step"] for r in train_records] == [4, 8, 12]
-    for k, record in enumerate(train_records):
+    for record in train_records:
         for name in NAMES:
-            # Each run's metric under its seed is its solo run's (the mean of the same f32
-            # values); the plain name is the mean over runs.
             per_run = [record[f"seed_{FIRST_SEED + i}/{name}"] for i in range(3)]
-            assert per_run == [solo_records[i][k][name] for i in range(3)]
             assert record[name] == pytest.approx(np.mean(per_run), rel=1e-6)
-        assert len({record[f"seed_{FIRST_SEED + i}/d_loss"] for i in range(3)}) == 3
+            assert len(set(per_run)) == 3  # three different runs
+    tags = _tensorboard_tags(workdir / "tensorboard")
+    assert {"d_loss", "seed_5/d_loss", "seed_7/g_loss", "eval/fid", "eval/seed_6/fid"} <= tags
+    with Image.open(workdir / "loss_curves.png") as plot:  # drawn from the plain names
+        assert plot.size[0] > 100
 
+
+def test_a_stack_is_evaluated_run_by_run_with_mean_and_standard_error(stack_run):
+    workdir, _, calls = stack_run
     # The final evaluation scores each run on eval_num_samples samples: mean ± s.e.
     assert calls == [9, 9, 9]
     result = json.loads((workdir / "eval" / "step_12.json").read_text())
@@ -105,17 +126,21 @@ def test_three_seeds_equal_their_solo_runs_and_log_each_run_and_the_mean(tmp_pat
     assert result["sem"]["fid"] == pytest.approx(np.std(fids, ddof=1) / np.sqrt(3))
     assert result["modes"] == 2.0 and result["sem"]["modes"] == pytest.approx(1 / np.sqrt(3))
     assert (result["num_seeds"], result["step"], result["model"]) == (3, 12, "seed_mlp")
+    eval_record = writers.read_metrics(workdir / "metrics.jsonl")[-1]
     assert eval_record["eval/fid"] == pytest.approx(np.mean(fids))
     assert eval_record["eval/fid_sem"] == pytest.approx(result["sem"]["fid"])
     assert [eval_record[f"eval/seed_{s}/fid"] for s in (5, 6, 7)] == fids
 
-    # One sample grid with a row per run: 16 grid samples -> rows of 4, 3 rows.
+
+def test_a_stack_draws_one_grid_with_a_row_per_run(stack_run):
+    workdir, _, _ = stack_run
+    # 16 grid samples: rows of 4, one per run; 28x28 tiles, 2-pixel padding, upscaled 3x.
     with Image.open(workdir / "images" / "samples_00000012.png") as grid:
         assert grid.size == ((4 * 30 + 2) * 3, (3 * 30 + 2) * 3)
-        rows = np.asarray(grid)[:, :, 0] if np.asarray(grid).ndim == 3 else np.asarray(grid)
-    tiles = [rows[(2 + 30 * r) * 3 : (30 * (r + 1)) * 3] for r in range(3)]
-    assert all(tile.std() > 10 for tile in tiles)
-    assert not np.array_equal(tiles[0], tiles[1])  # different runs, different samples
+        pixels = np.asarray(grid.convert("L"))
+    rows = [pixels[(2 + 30 * r) * 3 : 30 * (r + 1) * 3] for r in range(3)]
+    assert all(row.std() > 10 for row in rows)  # samples, not blank
+    assert not np.array_equal(rows[0], rows[1])  # different runs, different samples
 
 
 def test_quick_evaluations_of_a_stack_score_run_zero(tmp_path, monkeypatch):
