@@ -240,3 +240,59 @@ def test_stacked_run_resumes_bitwise_after_sigkill(tmp_path):
     assert [r["step"] for r in records(b_workdir)] == list(range(4, 33, 4))
     assert records(b_workdir) == records(a_workdir)
     assert "seed_2/d_loss" in records(b_workdir)[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m gan_jax.evaluate on a stack.
+
+
+@pytest.fixture(scope="module")
+def stack_checkpoint(tmp_path_factory):
+    """(workdir, state): a 3-seed seed_mlp stack saved at step 3 (each run's initialisation)."""
+    import jax.numpy as jnp
+
+    from gan_jax import config as config_lib
+
+    workdir = tmp_path_factory.mktemp("stack_ckpt")
+    config = config_lib.get_default_config()
+    config.update(model="seed_mlp", g_width=16, d_width=16, num_seeds=3, seed=FIRST_SEED)
+    state = seeds.create_stacked_train_state(config, 3)
+    state = state.replace(step=jnp.full((3,), 3, jnp.int32))
+    with checkpointing.Checkpointer(workdir) as checkpointer:
+        checkpointer.save(3, state, config=config, force=True)
+    return workdir, jax.device_get(state)
+
+
+def test_evaluate_scores_every_run_of_a_stack_or_one(stack_checkpoint, capsys):
+    from gan_jax import evaluate
+
+    workdir, state = stack_checkpoint
+    sampler = evaluate.restore_sampler(workdir, seed_index=2)
+    assert (sampler.seed_index, sampler.num_seeds, sampler.step) == (2, 3, 3)
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(
+        sampler.sample_fn(key, 4),
+        evaluate.sampler_from_state(seeds.unstack(state, 2), sampler.config)(key, 4),
+    )
+
+    args = ["--workdir", str(workdir), "--num_samples", "200", "--no_floor"]
+    assert evaluate.main(args) == 0
+    out = capsys.readouterr().out
+    assert "mean ± s.e. of 3 runs" in out and "per run (seeds [5, 6, 7])" in out
+    result = json.loads((workdir / "eval" / "step_3.json").read_text())
+    fids = [run["fid"] for run in result["runs"]]
+    assert [run["run_seed"] for run in result["runs"]] == [5, 6, 7]
+    assert len(set(fids)) == 3  # three differently initialised generators
+    assert result["fid"] == pytest.approx(np.mean(fids))
+    assert result["sem"]["fid"] == pytest.approx(np.std(fids, ddof=1) / np.sqrt(3))
+    assert f"{result['fid']:14.4f} ± {result['sem']['fid']:<7.4f}" in out
+
+    assert evaluate.main([*args, "--seed_index", "1"]) == 0
+    assert "run 1 (seed 6)" in capsys.readouterr().out
+    one = json.loads((workdir / "eval" / "step_3_seed_index_1.json").read_text())
+    assert (one["seed_index"], one["run_seed"]) == (1, 6)
+    assert one["fid"] == pytest.approx(fids[1], rel=1e-6)
+
+    assert evaluate.main([*args, "--seed_index", "3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed_index 3 is not a run" in err[0] and "0 to 2" in err[0]
