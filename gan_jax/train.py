@@ -18,6 +18,13 @@ loss_curves.png. The full evaluation of the final generator (`eval_num_samples`,
 eval/step_<S>.json) is a separate thing: fewer samples bias FID upwards, so the two are not mixed
 under one tag.
 
+Several seeds: with `config.num_seeds` = S > 1 the loop trains S independent runs in this one
+process, run i exactly the run of `config.seed + i` alone (gan_jax.seeds; `_Runs` holds what
+differs from one run). The checkpoints hold the stacked state (every leaf with a leading axis of
+S; a workdir of another S is refused), metrics.jsonl and TensorBoard each run's metrics as
+`seed_<s>/<name>` and their mean as `<name>`, the sample grid a row per run; quick evaluations
+score run 0, the final evaluation every run (mean ± standard error, `evaluate.combine_runs`).
+
 Exact resume: the state holds every array that changes during training, the batch of step s and
 the noise of step s are pure functions of (config.seed, s), so a run killed and resumed from the
 checkpoint at step N ends bitwise identical to one that never stopped (tests/test_train_resume.py
