@@ -89,6 +89,7 @@ LATER_KEYS = {
     "sn_power_iterations": 1,
     "ema_rampup": False,
     "ema_standing_stats_batches": 8,  # sampling only: old EMA runs get statistics of their own too
+    "num_seeds": 1,  # runs saved before stacks existed hold one run
 }
 
 
@@ -203,6 +204,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The training loop's keys: dispatch length, intervals (in steps; 0 turns one off)."""
     config.steps_per_dispatch = 50  # fused train steps per host dispatch (lax.scan)
+    # Independent runs trained together in one process (gan_jax.seeds): run i is the run of
+    # seed + i alone. 1: the one run of config.seed.
+    config.num_seeds = 1
     config.log_every = 100
     config.sample_every = 500
     config.num_grid_samples = 64  # fixed latents of the sample grid
@@ -221,6 +225,13 @@ def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.Confi
 def validate_loop_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (a ValueError) naming the key when the loop's settings cannot run."""
     _check(int(config.steps_per_dispatch) >= 1, "steps_per_dispatch", "must be at least 1")
+    num_seeds = config.get("num_seeds", 1)
+    _check(
+        isinstance(num_seeds, int) and not isinstance(num_seeds, bool) and num_seeds >= 1,
+        "num_seeds",
+        f"must be a whole number >= 1 (the runs to train together: seeds config.seed, "
+        f"config.seed + 1, ...), got {num_seeds!r}",
+    )
     for key in ("log_every", "sample_every", "checkpoint_every", "eval_every", "eval_num_samples"):
         _check(int(config[key]) >= 0, key, "must be non-negative (0 turns it off)")
     _check(int(config.keep_checkpoints) >= 1, "keep_checkpoints", "must be at least 1")

@@ -1,11 +1,13 @@
 """Scores a generator with the shipped MNIST feature network, from Python or the command line.
 
-    python -m gan_jax.evaluate --workdir <run> [--step S] [--num_samples N]
+    python -m gan_jax.evaluate --workdir <run> [--step S] [--num_samples N] [--seed_index i]
 
 loads the run's config, restores the checkpoint (the latest, or step S) read-only, samples N
 images from the EMA generator when the run keeps one, computes every metric against the test
 split's cached reference statistics, prints them beside the real-data floor, and writes
-`<run>/eval/step_<S>.json`.
+`<run>/eval/step_<S>.json`. A run of several seeds (config.num_seeds = S, gan_jax.seeds): every
+run is scored on N samples and the table gives their mean ± standard error (`combine_runs`);
+`--seed_index i` scores run i alone and writes `<run>/eval/step_<S>_seed_index_<i>.json`.
 
 From Python, `evaluate_generator(sample_fn, dataset=...)` does the same for any sampler; the
 training loop calls it every `eval_every` steps.
@@ -158,15 +160,56 @@ def evaluate_generator(
     return result
 
 
+def combine_runs(results: list[dict[str, Any]], *, run_seeds: list[int]) -> dict[str, Any]:
+    """One result for S runs of one config (a stack, gan_jax.seeds) from each run's result.
+
+    Each metric (the table's, and kid_std) is the mean over runs, with its standard error
+    std / sqrt(S) (std with S - 1 degrees of freedom) under "sem"; "runs" holds each run's own
+    result with its "run_seed", "run_seeds" the seeds; "seconds" is their sum. The rest
+    (dataset, reference, floor, ...) is run 0's: the runs share them.
+    """
+    if len(results) != len(run_seeds) or len(results) < 2:
+        raise ValueError(
+            f"combine_runs needs the results of 2 or more runs and one seed each; got "
+            f"{len(results)} results and {len(run_seeds)} seeds"
+        )
+    metrics = [k for k in [key for key, _, _ in _TABLE_ROWS] + ["kid_std"] if k in results[0]]
+    combined = {k: v for k, v in results[0].items() if k not in metrics}
+    sem = {}
+    for key in metrics:
+        values = np.array([float(result[key]) for result in results])
+        combined[key] = float(values.mean())
+        sem[key] = float(values.std(ddof=1) / math.sqrt(len(values)))
+    combined["sem"] = sem
+    combined["num_seeds"] = len(results)
+    combined["run_seeds"] = [int(seed) for seed in run_seeds]
+    if all("seconds" in result for result in results):
+        combined["seconds"] = round(sum(result["seconds"] for result in results), 2)
+    combined["runs"] = [
+        {"run_seed": int(seed), **result} for seed, result in zip(run_seeds, results, strict=True)
+    ]
+    return combined
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of a result's metrics beside its floor."""
+    """A plain-text table of a result's metrics beside its floor; for the result of several runs
+    (`combine_runs`), their mean ± its standard error."""
     floor = result.get("floor", {})
-    lines = [f"{'metric':<18}{'samples':>12}{'real floor':>12}  better"]
+    sem = result.get("sem")
+    if sem:
+        heading = f"mean ± s.e. of {result['num_seeds']} runs"
+        heading = f"{heading:>24}"
+    else:
+        heading = f"{'samples':>12}"
+    lines = [f"{'metric':<18}{heading}{'real floor':>12}  better"]
     for key, name, better in _TABLE_ROWS:
         if key not in result:
             continue
         value, floor_value = result[key], floor.get(key)
-        text = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
+        if sem:
+            text = f"{value:14.4f} ± {sem[key]:<7.4f}"
+        else:
+            text = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
         if floor_value is None:
             floor_text = f"{'-':>12}"
         elif isinstance(floor_value, float):
@@ -175,8 +218,9 @@ def format_table(result: dict[str, Any]) -> str:
             floor_text = f"{floor_value:12d}"
         lines.append(f"{name:<18}{text}{floor_text}  {better}")
     net = result["feature_network"]
+    per_run = f" per run (seeds {result['run_seeds']})" if sem else ""
     lines.append(
-        f"{result['num_samples']} samples of {result['dataset']} vs its "
+        f"{result['num_samples']} samples of {result['dataset']}{per_run} vs its "
         f"{result['reference'].get('split')} split; feature network {net['version']} "
         f"(sha256 {net['sha256'][:12]}...)"
     )
@@ -220,6 +264,8 @@ class RestoredSampler(NamedTuple):
     pixel_range: str  # "unit" ([0, 1]) or "symmetric" ([-1, 1])
     config: Any  # the run's ml_collections.ConfigDict
     step: int  # the restored checkpoint's step
+    seed_index: int = 0  # which run of a stack of config.num_seeds (seed config.seed + index)
+    num_seeds: int = 1  # the runs the checkpoint holds
 
 
 def sampler_from_state(train_state: Any, config: Any, *, models: Any = None) -> SampleFn:
@@ -285,14 +331,21 @@ def _restore_generator_state(reader: Any, workdir: str, step: int) -> tuple[Any,
 
     Raises checkpointing.DamagedCheckpointError when its config or arrays cannot be read.
     """
-    from gan_jax import state  # noqa: PLC0415
+    from gan_jax import seeds, state  # noqa: PLC0415
 
     config = load_run_config(workdir, step)
+    num_seeds = _num_seeds(config)
+
+    def initial_state():
+        if num_seeds > 1:  # a stack of runs (gan_jax.seeds)
+            return seeds.create_stacked_train_state(config, num_seeds)
+        return state.create_train_state(jax.random.key(0), config)
+
     # Restore onto this process's first device, whatever mesh the run saved from.
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        jax.eval_shape(lambda: state.create_train_state(jax.random.key(0), config)),
+        jax.eval_shape(initial_state),
     )
     return config, reader.restore(target, step)
 
@@ -318,11 +371,22 @@ def _move_aside_unless_held(workdir: str, directory: Any, damaged: list, readabl
         )
 
 
-def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> RestoredSampler:
+def _num_seeds(config: Any) -> int:
+    """The runs a run's checkpoints hold (config.num_seeds; 1 for runs that predate it)."""
+    from gan_jax import config as config_lib  # noqa: PLC0415
+
+    return int(config_lib.setting(config, "num_seeds"))
+
+
+def restore_sampler(
+    workdir: str | os.PathLike, *, step: int | None = None, seed_index: int = 0
+) -> RestoredSampler:
     """A sampler for a run's checkpoint (the latest when `step` is None), from the EMA generator
     params when the run keeps them, else the live ones; read-only, nothing in the run changes,
     except: when the latest checkpoint cannot be read and `step` is None, it is moved aside
     (`<step>.damaged-<time>`, as training does) and the newest readable one is used.
+
+    `seed_index`: which run of a stack of config.num_seeds runs (gan_jax.seeds) to sample.
 
     Raises:
       checkpointing.NoCheckpointError: no checkpoints, or no checkpoint at `step` (the message
@@ -331,8 +395,10 @@ def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> R
         read (left in place; the message lists the readable steps), or none can
         (NoReadableCheckpointError).
       checkpointing.CheckpointMismatchError: the checkpoint does not fit the run's config.
+      config.ConfigError: `seed_index` is not a run of the checkpoint.
     """
-    from gan_jax import checkpointing, models  # noqa: PLC0415
+    from gan_jax import checkpointing, models, seeds  # noqa: PLC0415
+    from gan_jax.config import ConfigError  # noqa: PLC0415
 
     workdir = paths.resolve(workdir)
     with checkpointing.Checkpointer(workdir, read_only=True) as reader:
@@ -376,9 +442,24 @@ def restore_sampler(workdir: str | os.PathLike, *, step: int | None = None) -> R
         directory = reader.directory
     if damaged:  # after the reader is closed
         _move_aside_unless_held(workdir, directory, damaged, step)
+    num_seeds = _num_seeds(config)
+    if isinstance(seed_index, bool) or not isinstance(seed_index, int):
+        raise ConfigError(f"--seed_index must be a whole number, got {seed_index!r}")
+    if not 0 <= seed_index < num_seeds:
+        raise ConfigError(
+            f"--seed_index {seed_index} is not a run of {workdir}: it holds {num_seeds} run(s) "
+            f"(config.num_seeds), indices 0 to {num_seeds - 1}"
+        )
+    if num_seeds > 1:
+        restored = seeds.unstack(restored, seed_index)
     built = models.build_models(config)
     return RestoredSampler(
-        sampler_from_state(restored, config, models=built), built.pixel_range, config, step
+        sampler_from_state(restored, config, models=built),
+        built.pixel_range,
+        config,
+        step,
+        seed_index,
+        num_seeds,
     )
 
 
@@ -399,29 +480,51 @@ def evaluate_run(
     seed: int = 0,
     include_floor: bool = True,
     write: bool = True,
+    seed_index: int | None = None,
 ) -> tuple[dict[str, Any], epath.Path | None]:
     """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`.
 
     `workdir` may be relative or start with `~` (resolved against the current directory), or be
-    a URL such as gs://bucket/run.
+    a URL such as gs://bucket/run. A run of several seeds (config.num_seeds > 1): every run is
+    scored on `num_samples` samples and combined (`combine_runs`: mean ± standard error), or,
+    with `seed_index`, run `seed_index` alone (written to eval/step_<S>_seed_index_<i>.json).
     """
     workdir = paths.resolve(workdir)
-    sampler = restore_sampler(workdir, step=step)
-    config, step = sampler.config, sampler.step
-    result = evaluate_generator(
-        sampler.sample_fn,
-        dataset=str(config.dataset),
-        num_samples=num_samples,
-        pixel_range=sampler.pixel_range,
-        seed=seed,
-        include_floor=include_floor,
-        data_dir=str(config.get("data_dir", "")) or None,
-        data_seed=int(config.get("dataset_seed", 0)),
-    )
+    first = restore_sampler(workdir, step=step, seed_index=seed_index or 0)
+    config, step = first.config, first.step
+    if seed_index is None and first.num_seeds > 1:
+        indices = list(range(first.num_seeds))
+    else:
+        indices = [first.seed_index]
+    results = []
+    for index in indices:
+        sampler = first if index == first.seed_index else None
+        sampler = sampler or restore_sampler(workdir, step=step, seed_index=index)
+        results.append(
+            evaluate_generator(
+                sampler.sample_fn,
+                dataset=str(config.dataset),
+                num_samples=num_samples,
+                pixel_range=sampler.pixel_range,
+                seed=seed,
+                include_floor=include_floor,
+                data_dir=str(config.get("data_dir", "")) or None,
+                data_seed=int(config.get("dataset_seed", 0)),
+            )
+        )
+    run_seeds = [int(config.seed) + index for index in indices]
+    name = f"step_{step}.json"
+    if len(results) > 1:
+        result = combine_runs(results, run_seeds=run_seeds)
+    else:
+        result = results[0]
+        if first.num_seeds > 1:  # one run of a stack
+            result.update(seed_index=indices[0], run_seed=run_seeds[0])
+            name = f"step_{step}_seed_index_{indices[0]}.json"
     result.update(step=step, workdir=str(workdir), model=str(config.model))
     path = None
     if write:
-        path = epath.Path(workdir) / "eval" / f"step_{step}.json"
+        path = epath.Path(workdir) / "eval" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
     return result, path
@@ -476,6 +579,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--no_floor", action="store_true", help="skip the real-data floor")
+    parser.add_argument(
+        "--seed_index",
+        "--seed-index",
+        type=int,
+        default=None,
+        help="a run of several seeds (config.num_seeds): score run i alone (default: every run, "
+        "mean ± standard error)",
+    )
     args = parser.parse_args(argv)
 
     logging.getLogger("absl").addFilter(_READ_ONLY_NOTICE_FILTER)  # Orbax logs through absl
@@ -486,11 +597,17 @@ def main(argv: list[str] | None = None) -> int:
             num_samples=args.num_samples,
             seed=args.seed,
             include_floor=not args.no_floor,
+            seed_index=args.seed_index,
         )
     except user_errors() as e:  # no run, no such step, damaged data: the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"step {result['step']} of {args.workdir} ({result['model']}, {result['seconds']} s)")
+    which = (
+        f", run {result['seed_index']} (seed {result['run_seed']})" if "run_seed" in result else ""
+    )
+    print(
+        f"step {result['step']} of {args.workdir}{which} ({result['model']}, {result['seconds']} s)"
+    )
     print(format_table(result))
     print(f"wrote {path}")
     return 0

@@ -18,6 +18,13 @@ loss_curves.png. The full evaluation of the final generator (`eval_num_samples`,
 eval/step_<S>.json) is a separate thing: fewer samples bias FID upwards, so the two are not mixed
 under one tag.
 
+Several seeds: with `config.num_seeds` = S > 1 the loop trains S independent runs in this one
+process, run i exactly the run of `config.seed + i` alone (gan_jax.seeds; `_Runs` holds what
+differs from one run). The checkpoints hold the stacked state (every leaf with a leading axis of
+S; a workdir of another S is refused), metrics.jsonl and TensorBoard each run's metrics as
+`seed_<s>/<name>` and their mean as `<name>`, the sample grid a row per run; quick evaluations
+score run 0, the final evaluation every run (mean ± standard error, `evaluate.combine_runs`).
+
 Exact resume: the state holds every array that changes during training, the batch of step s and
 the noise of step s are pure functions of (config.seed, s), so a run killed and resumed from the
 checkpoint at step N ends bitwise identical to one that never stopped (tests/test_train_resume.py
@@ -45,9 +52,9 @@ requirements-tpu.txt). On resume, metrics.jsonl is fetched back first so the log
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -73,6 +80,7 @@ from gan_jax import (
     parallel,
     paths,
     plots,
+    seeds,
     workdir_lock,
     writers,
     xla_options,
@@ -318,7 +326,14 @@ def _check_evaluable(config: ml_collections.ConfigDict) -> None:
 
 
 def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, key: jax.Array):
-    """A jitted function of the state giving the fixed-latent sample grid, [n, H, W, C]."""
+    """A jitted function of the state giving the fixed-latent sample grid, [n, H, W, C].
+
+    For a stack of S runs `key` holds each run's grid key [S] and the function takes the stacked
+    state: [S * r, H, W, C], run i's first r = ceil(sqrt(n)) samples (the first row of its own
+    grid) at rows i * r to (i + 1) * r.
+    """
+    if key.ndim == 1:
+        return _stacked_grid_sampler(models, config, key)
     z = jax.random.normal(key, (config.num_grid_samples, config.latent_dim))
     labels = None
     if config.num_classes > 0:  # one row per class where the grid allows
@@ -331,6 +346,35 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
             models.generator, g_params, g_state, z, labels, train=False
         )
         return images
+
+    return sample
+
+
+def _grid_row_length(config: ml_collections.ConfigDict) -> int:
+    """Samples in a row of the grid: ceil(sqrt(num_grid_samples)), as writers.image_grid tiles."""
+    return math.ceil(math.sqrt(config.num_grid_samples))
+
+
+def _stacked_grid_sampler(models, config, keys: jax.Array):
+    """`_grid_sampler` for a stack: one row per run (see there)."""
+    row = _grid_row_length(config)
+    z = jax.vmap(lambda key: jax.random.normal(key, (config.num_grid_samples, config.latent_dim)))
+    z = z(keys)[:, :row]  # [S, row, latent_dim]: the first row of each run's own grid
+    labels = None
+    if config.num_classes > 0:
+        labels = np.arange(row, dtype=np.int32) % config.num_classes
+
+    def sample_run(state: TrainState, run_z: jax.Array) -> jax.Array:
+        g_params, g_state = sampling_variables(state, models=models, config=config)
+        images, _ = models_lib.apply_model(
+            models.generator, g_params, g_state, run_z, labels, train=False
+        )
+        return images
+
+    @xla_options.jit
+    def sample(state: TrainState) -> jax.Array:
+        images = jax.vmap(sample_run)(state, z)  # [S, row, H, W, C]
+        return images.reshape((-1,) + images.shape[2:])
 
     return sample
 
@@ -398,17 +442,36 @@ def _evaluate_quality(state, models, config, writer, step: int, train_seconds: f
     )
 
 
-def _evaluate_final(state, models, config, log_dir: Path, step: int, writer) -> None:
-    """The full evaluation of the final generator: `eval/*` scalars and eval/step_<S>.json."""
-    result = _evaluate(state, models, config, writer, num_samples=config.eval_num_samples or None)
-    if result is None:
+def _evaluate_final(state, models, config, log_dir: Path, step: int, writer, runs: _Runs) -> None:
+    """The full evaluation of the final generator: `eval/*` scalars and eval/step_<S>.json.
+
+    A stack of S runs: each run is scored on its own `eval_num_samples` samples; `eval/<metric>`
+    and the table give the mean over runs (± its standard error in the table, `eval/<metric>_sem`
+    in the log), `eval/seed_<s>/<metric>` each run's score, and the json all of it
+    (`evaluate.combine_runs`).
+    """
+    options = dict(num_samples=config.eval_num_samples or None)
+    if runs.stacked:
+        results = [
+            _evaluate(seeds.unstack(state, i), models, config, writer, **options)
+            for i in range(runs.num_seeds)
+        ]
+    else:
+        results = [_evaluate(state, models, config, writer, **options)]
+    if results[0] is None:
         return
     from gan_jax import evaluate  # local, as in _evaluate
 
+    result = (
+        evaluate.combine_runs(results, run_seeds=runs.seed_values) if runs.stacked else results[0]
+    )
     result.update(step=step, model=config.model)
     scalars = {
         f"eval/{k}": v for k, v in result.items() if isinstance(v, int | float) and k != "step"
     }
+    for name, sem in result.get("sem", {}).items():
+        scalars[f"eval/{name}_sem"] = sem
+        scalars.update({f"eval/seed_{r['run_seed']}/{name}": r[name] for r in result["runs"]})
     writer.write(step, scalars)
     path = log_dir / EVAL_DIR / f"step_{step}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,6 +527,139 @@ def _hold_workdir(workdir: str) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------
+# One run, or S runs trained together (config.num_seeds, gan_jax.seeds).
+
+
+class _Runs:
+    """What differs between one run and a stack of S = config.num_seeds runs: the mesh, the
+    state's layout and initialisation, the fused step and its keys, and the metrics' names.
+
+    One run (S = 1) takes exactly the path solo runs always took: a data-parallel mesh over all
+    devices, the state replicated, `gan_jax.fused`. A stack: a ("seeds", "data") mesh over this
+    process's devices (`seeds.seed_mesh`), the stacked state split over "seeds", run i trained
+    as `config.seed + i` alone (`seeds.fused_train_step`). One process only: a multi-process
+    stack would need every process to agree on the seed layout, which nothing needs yet.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, models, optimizers):
+        self.num_seeds = int(config.num_seeds)
+        self.stacked = self.num_seeds > 1
+        self._config, self._models, self._optimizers = config, models, optimizers
+        if not self.stacked:
+            self.mesh = parallel.data_mesh()
+            parallel.check_divisible(config.batch_size, self.mesh.size)
+            self._init_key, train_key, self.grid_key = jax.random.split(
+                jax.random.key(config.seed), 3
+            )
+            self._step_keys = (train_key,)
+            self._sharding = NamedSharding(self.mesh, P())
+            self.seed_values = [int(config.seed)]
+            return
+        if jax.process_count() > 1:
+            raise config_lib.ConfigError(
+                f"config.num_seeds={self.num_seeds}: several runs train together in one process "
+                f"only, and this run has {jax.process_count()} processes; start one process per "
+                "host with --config.num_seeds=1, or one process with all the seeds"
+            )
+        self.mesh = seeds.seed_mesh(self.num_seeds, devices=jax.local_devices())
+        parallel.check_divisible(config.batch_size, self.mesh.shape[parallel.DATA_AXIS])
+        keys = seeds.seed_keys(config, self.num_seeds)
+        self.grid_key = keys.grid
+        run_seeds = seeds.run_seeds(config, self.num_seeds)
+        self._step_keys = seeds.shard_stacked((keys.train, run_seeds), self.mesh)
+        self._sharding = NamedSharding(self.mesh, P(seeds.SEED_AXIS))
+        self.seed_values = [int(seed) for seed in run_seeds]
+
+    def abstract_state(self) -> TrainState:
+        """The state's shapes, dtypes and shardings: the target a checkpoint restores into."""
+        return jax.tree.map(  # shapes only: a resumed run never pays for initialisation
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self._sharding),
+            jax.eval_shape(self._initial_state),
+        )
+
+    def initial_state(self) -> TrainState:
+        """The state at step 0 on the mesh (run i of a stack from `config.seed + i`)."""
+        if self.stacked:
+            return seeds.shard_stacked(self._initial_state(), self.mesh)
+        return parallel.replicate_on_mesh(self._initial_state(), self.mesh)
+
+    def _initial_state(self) -> TrainState:
+        config, models, optimizers = self._config, self._models, self._optimizers
+        if self.stacked:
+            return seeds.create_stacked_train_state(
+                config, self.num_seeds, models=models, optimizers=optimizers
+            )
+        return create_train_state(
+            self._init_key, config=config, models=models, optimizers=optimizers
+        )
+
+    def fused_step(self, length: int):
+        """The jitted `length`-step dispatch: (state, images, labels, *step_keys) -> (state,
+        metrics {name: [k]}, or [S, k] for a stack)."""
+        options = dict(
+            models=self._models,
+            optimizers=self._optimizers,
+            config=self._config,
+            mesh=self.mesh,
+            num_steps=length,
+        )
+        if self.stacked:
+            return seeds.fused_train_step(**options, num_seeds=self.num_seeds)
+        return fused.fused_train_step(**options)
+
+    @property
+    def step_keys(self) -> tuple:
+        """The dispatch's arguments after the data: the train key; a stack's train keys and
+        data seeds [S]."""
+        return self._step_keys
+
+    def per_run_metrics(self, metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{"seed_<s>/<name>": [k]}: run i's metrics under its seed s; {} for one run."""
+        if not self.stacked:
+            return {}
+        return {
+            f"seed_{seed}/{name}": values[i]
+            for i, seed in enumerate(self.seed_values)
+            for name, values in metrics.items()
+        }
+
+    def mean_over_runs(self, metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{name: [k]}: the runs' mean at each step (the metrics themselves for one run)."""
+        if not self.stacked:
+            return metrics
+        return {name: np.mean(values, axis=0) for name, values in metrics.items()}
+
+    def first_run(self, state: TrainState) -> TrainState:
+        """Run 0 of a stack (the state itself for one run): the quick evaluations' generator."""
+        return seeds.unstack(state, 0) if self.stacked else state
+
+
+def _restore(checkpointer: checkpointing.Checkpointer, target: TrainState, config) -> TrainState:
+    """The newest readable checkpoint into `target`; a checkpoint of another num_seeds stops
+    with a message that says so (and is left as it is)."""
+    try:
+        return checkpointer.restore_newest_readable(target)
+    except checkpointing.DamagedCheckpointError:
+        raise
+    except checkpointing.CheckpointMismatchError as error:
+        try:
+            saved = checkpointer.restore_config()
+        except checkpointing.CheckpointMismatchError:
+            raise error from None
+        if saved is None:
+            raise
+        saved_seeds = saved.get("num_seeds", 1)
+        if saved_seeds == config.num_seeds:
+            raise
+        raise checkpointing.CheckpointMismatchError(
+            f"{checkpointer.directory.parent} holds a run of S={saved_seeds} seeds; "
+            f"config.num_seeds is {config.num_seeds}. Resume it with "
+            f"--config.num_seeds={saved_seeds}, or train {config.num_seeds} seeds in a new "
+            "--workdir (the checkpoints are left as they are)."
+        ) from error
+
+
+# ----------------------------------------------------------------------------------------------
 # The loop.
 
 
@@ -496,11 +692,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     workdir = paths.resolve(workdir)
     remote = is_remote(workdir)
     log_dir = local_log_dir(workdir) if remote else Path(workdir)
-    mesh = parallel.data_mesh()
-    parallel.check_divisible(config.batch_size, mesh.size)
     models = models_lib.build_models(config)
     optimizers = optim.build_optimizers(config)
-    init_key, train_key, grid_key = jax.random.split(jax.random.key(config.seed), 3)
+    runs = _Runs(config, models, optimizers)  # one run, or a stack of config.num_seeds
 
     with contextlib.ExitStack() as stack:
         # First, so that it is released last: one run per workdir.
@@ -513,23 +707,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         checkpointer = stack.enter_context(
             checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
         )
-        init = functools.partial(
-            create_train_state, config=config, models=models, optimizers=optimizers
-        )
-        replicated = NamedSharding(mesh, P())
-        target = jax.tree.map(  # shapes only: a resumed run never pays for initialisation
-            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-            jax.eval_shape(init, init_key),
-        )
+        target = runs.abstract_state()
         checkpointer.check_disk_space(target)
         if checkpointer.latest_step() is not None:
-            # Straight into the replicated layout; a damaged latest checkpoint is moved aside.
-            state = checkpointer.restore_newest_readable(target)
-            logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
+            # Straight into the mesh's layout; a damaged latest checkpoint is moved aside.
+            state = _restore(checkpointer, target, config)
+            step = int(np.max(state.step))  # a stack's runs are all at one step
+            logging.info("resumed from %s at step %d", checkpointer.directory, step)
             _warn_on_config_change(checkpointer, config)
         else:
-            state = parallel.replicate_on_mesh(init(init_key), mesh)
-        step = int(state.step)
+            state = runs.initial_state()
+            step = 0
 
         mirror = None
         if remote and jax.process_index() == 0:
@@ -544,7 +732,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         images, labels = _load_training_split(config)
         images, labels = data.to_device(images, labels)
         progress = stack.enter_context(writers.Progress(config.num_steps, step))
-        sample_grid = _grid_sampler(models, config, grid_key)
+        sample_grid = _grid_sampler(models, config, runs.grid_key)
         compiled: dict[int, Any] = {}  # one compiled fused function per dispatch length
         # Training time, for the quality curves: this run's wall time less its evaluations,
         # after the training time of the run it resumes (as far as its log recorded it).
@@ -557,7 +745,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
         def save_grid(state: TrainState, step: int) -> Path | None:
             grid = writers.image_grid(
-                np.asarray(sample_grid(state)), pixel_range=models.pixel_range
+                np.asarray(sample_grid(state)),
+                # A stack's grid: one row per run.
+                nrow=_grid_row_length(config) if runs.stacked else None,
+                pixel_range=models.pixel_range,
             )
             # Upscaled so that one sample is at least 64 pixels tall.
             scale = writers.default_scale(int(config.image_shape[0]))
@@ -569,28 +760,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             if length not in compiled:
                 compile_start = time.perf_counter()
                 compiled[length] = (
-                    fused.fused_train_step(
-                        models=models,
-                        optimizers=optimizers,
-                        config=config,
-                        mesh=mesh,
-                        num_steps=length,
-                    )
-                    .lower(state, images, labels, train_key)
-                    .compile()
+                    runs.fused_step(length).lower(state, images, labels, *runs.step_keys).compile()
                 )
                 compile_seconds = time.perf_counter() - compile_start
                 progress.exclude_time(compile_seconds)  # once per length: not in the ETA
                 logging.info("compiled the %d-step dispatch in %.1f s", length, compile_seconds)
             dispatch_start = time.perf_counter()
-            state, metrics = compiled[length](state, images, labels, train_key)
+            state, metrics = compiled[length](state, images, labels, *runs.step_keys)
             metrics = jax.device_get(metrics)  # the one host sync per dispatch
             elapsed = time.perf_counter() - dispatch_start
-            bad = _first_non_finite(metrics, step)
+            # A stack's metrics: each run's under its seed, and their mean under the plain names.
+            per_run, metrics = runs.per_run_metrics(metrics), runs.mean_over_runs(metrics)
+            checked = per_run or metrics  # names the run whose metric went bad
+            bad = _first_non_finite(checked, step)
             if bad is not None:
                 name, bad_step = bad
                 raise NonFiniteMetricError(
-                    f"{name} became {metrics[name][bad_step - step - 1]} at step {bad_step}; "
+                    f"{name} became {checked[name][bad_step - step - 1]} at step {bad_step}; "
                     f"stopping. Nothing after the last good checkpoint was saved: step "
                     f"{checkpointer.latest_step()} in {checkpointer.directory}."
                 )
@@ -599,7 +785,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             last = {name: float(values[-1]) for name, values in metrics.items()}
             progress.update(step, images_per_s, last)
             if _due(step, config.log_every) or step == config.num_steps:
-                means = {name: float(np.mean(values)) for name, values in metrics.items()}
+                means = {
+                    name: float(np.mean(values)) for name, values in {**metrics, **per_run}.items()
+                }
                 times = {
                     "wall_time_s": time.perf_counter() - start,
                     "train_time_s": train_seconds(),
@@ -614,7 +802,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     mirror.sync()
             if _due(step, config.eval_every) or (config.eval_every and step == config.num_steps):
                 eval_start = time.perf_counter()
-                _evaluate_quality(state, models, config, writer, step, train_seconds())
+                # A stack's quick evaluations score run 0 alone: S times cheaper, and the final
+                # evaluation scores every run.
+                _evaluate_quality(
+                    runs.first_run(state), models, config, writer, step, train_seconds()
+                )
                 eval_seconds += time.perf_counter() - eval_start
             stopping = _any_process(bool(stop))
 
@@ -632,7 +824,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             if done.exists():
                 logging.info("step %d was evaluated before: %s", step, done)
             else:
-                _evaluate_final(state, models, config, log_dir, step, writer)
+                _evaluate_final(state, models, config, log_dir, step, writer, runs)
         if writer.active:
             writer.flush()
             plots.plot_losses(writer.metrics_path, log_dir / LOSS_PLOT_FILE)
