@@ -66,6 +66,7 @@ _SUBMODULES = frozenset(
         "parallel",
         "paths",
         "plots",
+        "seeds",
         "state",
         "step",
         "train",
