@@ -115,15 +115,9 @@ def test_sigkill_after_checkpoint_resumes_bitwise_exact(model, reference, compil
     env = support.env_for(4, compile_cache=compile_cache)
     args = support.cli_args(model, workdir, **RUN)
 
-    pause = tmp_path / "paused"
-    first = support.start(
-        args, {**env, "PAUSE_AT_STEP": "16", "PAUSE_FILE": str(pause)}, tmp_path / "b1.txt"
+    support.kill_after_checkpoint(
+        args, env, workdir, tmp_path / "b1.txt", pause_at=16, checkpoint=12
     )
-    # Training has gone past 12 (it waits at 16); kill it once checkpoint 12 is complete.
-    support.wait_until(pause.exists, first, "step 16")
-    support.wait_until(lambda: support.committed_steps(workdir) == [12], first, "checkpoint 12")
-    support.send(first, signal.SIGKILL)
-    assert support.finish(first) == -signal.SIGKILL
     # It waited in the progress report of step 16, before logging it.
     assert [r["step"] for r in _metric_records(workdir)] == [4, 8, 12]
 
@@ -147,14 +141,9 @@ def test_sigkill_resume_with_spectral_norm_and_critic_batches_is_bitwise_exact(t
     )
     args = support.cli_args("seed_mlp", b_workdir, **run)
     env = support.env_for(4, compile_cache=tmp_path / "cache")
-    pause = tmp_path / "paused"
-    first = support.start(
-        args, {**env, "PAUSE_AT_STEP": "16", "PAUSE_FILE": str(pause)}, tmp_path / "b1.txt"
+    support.kill_after_checkpoint(
+        args, env, b_workdir, tmp_path / "b1.txt", pause_at=16, checkpoint=12
     )
-    support.wait_until(pause.exists, first, "step 16")
-    support.wait_until(lambda: support.committed_steps(b_workdir) == [12], first, "checkpoint 12")
-    support.send(first, signal.SIGKILL)
-    assert support.finish(first) == -signal.SIGKILL
     support.run(args, env, tmp_path / "b2.txt")
     assert support.finish(a) == 0, support.tail(a)
 

@@ -9,7 +9,6 @@ vectorize=False).
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 
@@ -216,14 +215,9 @@ def test_stacked_run_resumes_bitwise_after_sigkill(tmp_path):
     )
     args = support.cli_args("seed_mlp", b_workdir, **run)
     env = support.env_for(4, compile_cache=tmp_path / "cache")
-    pause = tmp_path / "paused"
-    first = support.start(
-        args, {**env, "PAUSE_AT_STEP": "16", "PAUSE_FILE": str(pause)}, tmp_path / "b1.txt"
+    support.kill_after_checkpoint(
+        args, env, b_workdir, tmp_path / "b1.txt", pause_at=16, checkpoint=12
     )
-    support.wait_until(pause.exists, first, "step 16")
-    support.wait_until(lambda: support.committed_steps(b_workdir) == [12], first, "checkpoint 12")
-    support.send(first, signal.SIGKILL)
-    assert support.finish(first) == -signal.SIGKILL
     support.run(args, env, tmp_path / "b2.txt")
     assert support.finish(a) == 0, support.tail(a)
 

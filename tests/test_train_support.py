@@ -176,6 +176,19 @@ def send(proc: subprocess.Popen, signum: signal.Signals) -> None:
     os.kill(proc.pid, signum)
 
 
+def kill_after_checkpoint(
+    args: Sequence[str], env: dict, workdir: Path, log: Path, *, pause_at: int, checkpoint: int
+) -> None:
+    """Runs the CLI until training has gone past `checkpoint` (it waits in the progress report
+    of step `pause_at`, before logging it) and that checkpoint is complete, then SIGKILLs it."""
+    pause = log.with_suffix(".paused")
+    proc = start(args, {**env, "PAUSE_AT_STEP": str(pause_at), "PAUSE_FILE": str(pause)}, log)
+    wait_until(pause.exists, proc, f"step {pause_at}")
+    wait_until(lambda: committed_steps(workdir) == [checkpoint], proc, f"checkpoint {checkpoint}")
+    send(proc, signal.SIGKILL)
+    assert finish(proc) == -signal.SIGKILL
+
+
 def committed_steps(workdir: Path) -> list[int]:
     """Checkpoint steps whose directory is complete (renamed from its tmp name)."""
     directory = workdir / checkpointing.CHECKPOINT_SUBDIR
