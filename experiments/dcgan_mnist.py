@@ -1,6 +1,6 @@
 """A compact DCGAN on MNIST, non-saturating loss: the project's default run.
 
-Launch (sized for about 10 minutes on 2 idle CPU cores, all included; see below for what was measured):
+Launch (sized for about 10 minutes on 2 idle CPU cores; what was measured is below):
 
     python -m gan_jax.main --config experiments/dcgan_mnist.py --workdir workdirs/dcgan_mnist
 
