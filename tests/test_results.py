@@ -69,6 +69,7 @@ def test_discovers_the_gan_experiments_only():
         "cdcgan_mnist",
         "dcgan_mnist",
         "dcgan_stacked_mnist",
+        "dcgan_tutorial_mnist",
         "seed_mlp_mnist",
         "wgan_gp_mnist",
     }
