@@ -807,7 +807,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 _evaluate_quality(
                     runs.first_run(state), models, config, writer, step, train_seconds()
                 )
-                eval_seconds += time.perf_counter() - eval_start
+                spent = time.perf_counter() - eval_start
+                eval_seconds += spent
+                progress.exclude_time(spent)  # not training: keep it out of the ETA's step rate
             stopping = _any_process(bool(stop))
 
         checkpointer.save(step, state, config=config, force=True)

@@ -182,6 +182,13 @@ def _fake_quick_evaluations(monkeypatch, seconds: float):
 
 def test_quick_evaluations_log_quality_records_and_draw_the_curves(tmp_path, monkeypatch):
     calls = _fake_quick_evaluations(monkeypatch, seconds=1.0)
+    excluded = []  # what the progress line's ETA is told to leave out
+    original_exclude = writers.Progress.exclude_time
+    monkeypatch.setattr(
+        writers.Progress,
+        "exclude_time",
+        lambda self, seconds: (excluded.append(seconds), original_exclude(self, seconds)),
+    )
     config = _config(num_steps=10, eval_every=4, eval_every_num_samples=300, eval_at_end=False)
     workdir = tmp_path / "run"
     train_and_evaluate(config, workdir)
@@ -208,6 +215,8 @@ def test_quick_evaluations_log_quality_records_and_draw_the_curves(tmp_path, mon
     (log10,) = [r for r in records if r["step"] == 10 and "wall_time_s" in r]
     assert 2.0 <= log10["wall_time_s"] - log10["train_time_s"] < 5.0
     assert minutes[-1] * 60 == pytest.approx(log10["train_time_s"], abs=0.2)
+    # The ETA leaves out each compilation and each evaluation (1 s each, plus their overhead).
+    assert sum(1.0 <= s < 4.0 for s in excluded) >= 3
 
     # The curves: a PNG drawn from exactly these records.
     with Image.open(workdir / "quality_curves.png") as png:
