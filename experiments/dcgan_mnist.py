@@ -11,15 +11,15 @@ ConvT(1, 4x4, s2) -> tanh (g_width 64); D Conv(32, 4x4, s2) -> LReLU(0.2) -> Con
 (experiments/dcgan_tutorial_mnist.py), its costliest. Adam 5e-4 for both players (b1 0.5),
 batch 64, EMA of the generator (decay 0.999), 10,000 steps (10.7 epochs).
 
-Measured, one seed (0), the README's first block in a fresh clone (jax 0.10.2, 2-core CPU shared
-with other jobs, load 5-6, so no idle wall time yet: 25 min 13 s with pip install and MNIST
-preparation; alone on the machine this model trains at 1,270-1,410 images/s, about 8 minutes
-for 640,000 images): EMA generator with standing BatchNorm statistics, 10,000 samples, the
-shipped MNIST classifier's features: FID 159.8, KID 67.6, precision 0.59, recall 0.75,
-classifier score 7.42 (real-data floor 2.16, 0.12, 0.86, 0.87, 9.86). Quick evaluations on 2,000
-samples: FID 244.8 / 206.6 / 180.6 / 160.7 at steps 2,500 / 5,000 / 7,500 / 10,000, 3-15 s
-each. Far from issue 13's target (FID <= 21.6, score >= 9.0). What was tried and why this
-recipe: experiments/results/default_recipe_search.md.
+Measured, one seed (0), the README's first block in a fresh clone with an empty HOME (jax 0.10.2,
+2-core AMD EPYC): launch to printed table 10 min 45 s, MNIST preparation included, with a test run
+sharing the cores for about 1.5 minutes of it (pip install: 45 s more). Result, the same to the
+last digit in two such runs (EMA generator with standing BatchNorm statistics, 10,000 samples, the
+shipped MNIST classifier's features): FID 159.8, KID 67.6, precision 0.59, recall 0.75, classifier
+score 7.42 (real-data floor 2.16, 0.12, 0.86, 0.87, 9.86). Quick evaluations on 2,000 samples: FID
+244.8 / 206.6 / 180.6 / 160.7 at steps 2,500 / 5,000 / 7,500 / 10,000, 2-15 s each. Far from issue
+13's target (FID <= 21.6, score >= 9.0). What was tried and why this recipe:
+experiments/results/default_recipe_search.md.
 """
 
 from gan_jax.config import get_default_config
