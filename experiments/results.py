@@ -216,8 +216,8 @@ def run_seed(
         "wall_time_s": round(wall, 2),
         "train_time_s": round(float(logs[-1].get("train_time_s", math.nan)), 2) if logs else None,
         "eval_seconds": result.get("seconds"),
-        # One global batch of real images per generator step (WGAN-GP's critic draws n_critic).
-        "images_seen": num_steps * int(config.batch_size),
+        # Real images drawn: one global batch per critic update, n_critic of them per step.
+        "images_seen": num_steps * int(config.batch_size) * int(config.n_critic),
         "resumed_from_step": resumed_from,
         "machine": machine(),
         "versions": versions(),
