@@ -9,8 +9,11 @@ the same elementwise arithmetic). The fused step's two forms:
 - Side by side (vectorize=False, the default on CPU): each run's ops are its solo step's. For
   seed_mlp XLA:CPU compiles them to the same arithmetic: bitwise equal. For the dcgan it does
   not quite: the generator's BatchNorm parameters differ in the last bit from the first step on
-  (a reduction compiled differently in the larger program, we believe; not pinned down), so it
-  is checked to 1e-6 per leaf (measured: at most 4e-7, in Adam's moments).
+  (a reduction compiled differently in the larger program, we believe; not pinned down). Those
+  last bits grow in the discriminator's logit bias, whose gradient nearly cancels (see vmap
+  below): its Adam moments reached a relative 1.05e-6 on CI's CPU and 1.9e-6 on a later 2-core
+  EPYC (4e-7 on an earlier one). So the whole state is checked to 1e-7 (one norm over all leaves;
+  measured at most 6e-9) and every leaf to 1e-5.
 - vmap (vectorize=True, the default elsewhere): vmap turns each run's dots into batched dots (the
   dcgan's convolutions into grouped ones) and its sums over the batch into sums over an inner
   axis, which XLA:CPU accumulates in another order. seed_mlp then stays within 1e-6 per leaf
@@ -189,8 +192,11 @@ def test_stacked_runs_equal_solo_runs(case, vectorize):
         if not vectorize and case.config.model == "seed_mlp":
             assert_trees_equal(run, solo)
             assert_trees_equal({n: m[i] for n, m in stacked_metrics.items()}, solo_metrics)
-        elif not vectorize or case.config.model == "seed_mlp":
+        elif case.config.model == "seed_mlp":
             assert_trees_close(run, solo, rtol=RTOL)
+        elif not vectorize:
+            assert _global_error(run, solo) <= 1e-7
+            assert_trees_close(run, solo, rtol=1e-5)
         else:
             assert _global_error(run, solo) <= 1e-5
             assert_trees_close(run, solo, rtol=1e-3)
