@@ -178,6 +178,7 @@ def run_seed(
 ) -> dict:
     """Trains and evaluates seed `index` of an experiment; returns its JSON record."""
     from gan_jax import checkpointing, train, writers
+    from gan_jax import config as config_lib
 
     module = runpy.run_path(str(path))
     config = module["get_config"]()
@@ -216,8 +217,7 @@ def run_seed(
         "wall_time_s": round(wall, 2),
         "train_time_s": round(float(logs[-1].get("train_time_s", math.nan)), 2) if logs else None,
         "eval_seconds": result.get("seconds"),
-        # Real images drawn: one global batch per critic update, n_critic of them per step.
-        "images_seen": num_steps * int(config.batch_size) * int(config.n_critic),
+        "images_seen": num_steps * config_lib.real_images_per_step(config),
         "resumed_from_step": resumed_from,
         "machine": machine(),
         "versions": versions(),

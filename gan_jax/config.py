@@ -100,6 +100,12 @@ def setting(config: ml_collections.ConfigDict, key: str):
     return LATER_KEYS[key]
 
 
+def real_images_per_step(config: ml_collections.ConfigDict) -> int:
+    """Real training images one train step reads (all devices): batch_size per critic update,
+    n_critic updates. What images/s and images seen count."""
+    return int(config.batch_size) * int(config.n_critic)
+
+
 class ConfigError(ValueError):
     """A config that cannot describe a run; the message names the key and what it accepts.
 

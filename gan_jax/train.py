@@ -781,7 +781,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     f"{checkpointer.latest_step()} in {checkpointer.directory}."
                 )
             step += length
-            images_per_s = length * config.batch_size / elapsed
+            images_per_s = length * config_lib.real_images_per_step(config) / elapsed
             last = {name: float(values[-1]) for name, values in metrics.items()}
             progress.update(step, images_per_s, last)
             if _due(step, config.log_every) or step == config.num_steps:
