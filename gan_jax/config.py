@@ -49,6 +49,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Objective.
     config.loss = "non_saturating"  # one of LOSS_NAMES
     config.n_critic = 1  # discriminator updates per generator update
+    # PacGAN packing: D judges packs of this many samples, concatenated on the last axis
+    # (gan_jax.packing); batch_size counts packs. 1: no packing.
+    config.pack = 1
     config.r1_weight = 0.0  # gamma of the R1 penalty on real data (0: off)
     config.gp_weight = 0.0  # lambda of the WGAN-GP penalty (0: off)
     # Spectral normalisation (Miyato et al., 2018) of every discriminator layer's kernel; its
@@ -90,6 +93,7 @@ LATER_KEYS = {
     "ema_rampup": False,
     "ema_standing_stats_batches": 8,  # sampling only: old EMA runs get statistics of their own too
     "num_seeds": 1,  # runs saved before stacks existed hold one run
+    "pack": 1,
 }
 
 
@@ -101,9 +105,9 @@ def setting(config: ml_collections.ConfigDict, key: str):
 
 
 def real_images_per_step(config: ml_collections.ConfigDict) -> int:
-    """Real training images one train step reads (all devices): batch_size per critic update,
-    n_critic updates. What images/s and images seen count."""
-    return int(config.batch_size) * int(config.n_critic)
+    """Real training images one train step reads (all devices): batch_size packs of `pack`
+    images per critic update, n_critic updates. What images/s and images seen count."""
+    return int(config.batch_size) * int(setting(config, "pack")) * int(config.n_critic)
 
 
 class ConfigError(ValueError):
@@ -148,6 +152,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("latent_dim", "g_width", "d_width", "batch_size", "num_steps"):
         _check(int(config[key]) > 0, key, f"must be a positive integer, got {config[key]!r}")
     _check(int(config.n_critic) >= 1, "n_critic", f"must be at least 1, got {config.n_critic!r}")
+    pack = setting(config, "pack")
+    _check(
+        isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1,
+        "pack",
+        f"must be an integer >= 1 (samples per discriminator pack; 1: no packing), got {pack!r}",
+    )
+    _check(
+        pack == 1 or int(config.num_classes) == 0,
+        "pack",
+        f"packing (pack={pack}) is for unconditional models: a pack of samples with m labels "
+        f"has no single label for the projection discriminator; set pack=1 or num_classes=0 "
+        f"(num_classes is {config.num_classes})",
+    )
     _check(int(config.num_classes) >= 0, "num_classes", "must be 0 (unconditional) or positive")
     _check(
         0.0 <= float(config.ema_decay) < 1.0,

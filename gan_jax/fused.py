@@ -33,6 +33,7 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from gan_jax import config as config_lib
 from gan_jax import data, xla_options
 from gan_jax.models import Models
 from gan_jax.optim import Optimizers
@@ -55,17 +56,19 @@ def local_batch_indices(
     """This device's rows of the global batches at each of `steps` [k]: int32 [k, local batch],
     or [k, local batch, n_critic] when config.n_critic > 1 (`data.step_batch_indices`; all rows
     when `axis_name` is None). `data_seed` (may be traced) defaults to config.seed."""
-    local = config.batch_size
+    # batch_size counts packs: a step reads pack images per pack (gan_jax.packing).
+    global_batch = config.batch_size * int(config_lib.setting(config, "pack"))
+    local = global_batch
     offset = 0
     if axis_name is not None:
-        local = config.batch_size // lax.axis_size(axis_name)
+        local = global_batch // lax.axis_size(axis_name)
         offset = lax.axis_index(axis_name) * local
     indices = functools.partial(
         data.step_batch_indices,
         n_critic=int(config.n_critic),
         seed=config.seed if data_seed is None else data_seed,
         num_examples=num_examples,
-        batch_size=config.batch_size,
+        batch_size=global_batch,
         offset=offset,
         size=local,
     )

@@ -16,7 +16,7 @@ from flax import struct
 
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
-from gan_jax import optim
+from gan_jax import optim, packing
 
 # The randomness of the EMA generator's standing statistics: a fixed stream of the run's seed,
 # so a grid or an evaluation is a function of the state alone (and the same after a resume).
@@ -52,11 +52,11 @@ def sampling_variables(
 
     The EMA params when the run keeps them, with BatchNorm statistics of their own: standing
     statistics recomputed from the EMA params (`models.standing_statistics`, over
-    config.ema_standing_stats_batches batches of config.batch_size latents drawn from `key`,
-    default a fixed stream of config.seed). The live generator's running averages belong to
-    other params (and lag them), so sampling the EMA with them measures the mismatch. Without
-    EMA, or with ema_standing_stats_batches == 0, or for generators without BatchNorm: the
-    sampling params with `state.g_state` as it is.
+    config.ema_standing_stats_batches batches of the generator's training batch, batch_size x
+    pack latents, drawn from `key`, default a fixed stream of config.seed). The live generator's
+    running averages belong to other params (and lag them), so sampling the EMA with them
+    measures the mismatch. Without EMA, or with ema_standing_stats_batches == 0, or for
+    generators without BatchNorm: the sampling params with `state.g_state` as it is.
 
     Pure and jit-able; the training loop's sample grids and `evaluate.sampler_from_state` both
     sample with it. Pass one device's copy of a pmap-replicated state.
@@ -72,7 +72,7 @@ def sampling_variables(
         state.g_state,
         key,
         num_batches=num_batches,
-        batch_size=int(config.batch_size),
+        batch_size=int(config.batch_size) * int(config_lib.setting(config, "pack")),
         latent_dim=int(config.latent_dim),
         num_classes=int(config.num_classes),
     )
@@ -80,9 +80,11 @@ def sampling_variables(
 
 
 def dummy_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array, Any]:
-    """(z [1, latent], images [1, H, W, C], labels [1] or None) for shape-only initialisation."""
+    """(z [1, latent], images [1, H, W, C * pack], labels [1] or None) for shape-only
+    initialisation; `images` is one discriminator input: a pack of config.pack images."""
     z = jnp.zeros((1, config.latent_dim), jnp.float32)
-    images = jnp.zeros((1, *config.image_shape), jnp.float32)
+    m = int(config_lib.setting(config, "pack"))
+    images = jnp.zeros((1, *packing.packed_shape(tuple(config.image_shape), m)), jnp.float32)
     labels = jnp.zeros((1,), jnp.int32) if config.num_classes > 0 else None
     return z, images, labels
 

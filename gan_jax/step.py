@@ -19,6 +19,10 @@ statistics and metrics are averaged over the axis, and the noise is drawn for th
 sliced by `lax.axis_index`, so the step on n devices computes the same function of the global batch
 as the step on one device: a run does not depend on how many devices it ran on.
 
+Packing (PacGAN, `config.pack = m`): the batch holds m * B images (B = batch_size packs), the
+generator makes as many, and the discriminator judges them m at a time, concatenated in order on
+the last axis (`gan_jax.packing`); the penalties act on packs.
+
 To change the objective, add a pair of functions to `gan_jax.losses`; the step reads them from
 `config.loss`.
 """
@@ -39,6 +43,7 @@ from gan_jax import config as config_lib
 from gan_jax import losses
 from gan_jax.models import SPECTRAL_NORM, Models, apply_model
 from gan_jax.optim import Optimizers, ema_decay_at
+from gan_jax.packing import pack
 from gan_jax.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -89,7 +94,7 @@ class StepNoise(NamedTuple):
     """The randomness of one train step, for this device's B examples."""
 
     z: jax.Array  # f32 [n_critic, B, latent_dim]: the generator's input, per critic update
-    mix: jax.Array  # f32 [n_critic, B] in [0, 1): WGAN-GP interpolation weights, per update
+    mix: jax.Array  # f32 [n_critic, B / pack] in [0, 1): WGAN-GP weights, per update and pack
 
 
 def step_noise(
@@ -102,15 +107,17 @@ def step_noise(
 ) -> StepNoise:
     """The noise `train_step` uses at `step`: a pure function of (key, step), vmap-able over step.
 
-    With `axis_name`, this device's rows of the global batch's noise (see `_global_draw`).
+    `local_batch`: this device's generator samples (packs times config.pack). With `axis_name`,
+    this device's rows of the global batch's noise (see `_global_draw`).
     """
     step_key = jax.random.fold_in(key, step)
+    local_packs = local_batch // int(config_lib.setting(config, "pack"))
     zs, mixes = [], []
     for critic_step in range(config.n_critic):
         z_key, mix_key = jax.random.split(jax.random.fold_in(step_key, critic_step))
         shape = (local_batch, config.latent_dim)
         zs.append(_global_draw(jax.random.normal, z_key, shape, axis_name))
-        mixes.append(_global_draw(jax.random.uniform, mix_key, (local_batch,), axis_name))
+        mixes.append(_global_draw(jax.random.uniform, mix_key, (local_packs,), axis_name))
     return StepNoise(jnp.stack(zs), jnp.stack(mixes))
 
 
@@ -131,6 +138,12 @@ def check_batch(batch: Batch, config: ml_collections.ConfigDict) -> None:
             f"[B, {n_critic}, *image_shape], got one batch {shape}: draw them with "
             f"data.sample_batch(..., n_critic={n_critic}), or repeat this one on axis 1 "
             "to reuse it on purpose"
+        )
+    m = int(config_lib.setting(config, "pack"))
+    if shape[0] % m:
+        raise ValueError(
+            f"config.pack={m} packs {m} images per discriminator input, so the batch must hold "
+            f"a multiple of {m} images (batch_size packs x {m}); got {shape[0]}"
         )
     image_shape = shape[2:] if n_critic > 1 else shape[1:]
     if image_shape != want_shape:
@@ -179,10 +192,13 @@ def discriminator_update(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step of the discriminator on real [B, ...] and fake [B, ...] images.
 
-    Changes only d_params, d_state and d_opt_state. `mix` [B] in [0, 1) places the WGAN-GP
-    interpolates (unused when config.gp_weight == 0).
+    Changes only d_params, d_state and d_opt_state. With config.pack = m the B images of each
+    side are judged as B / m packs; `mix` [B / m] in [0, 1) places the WGAN-GP interpolates
+    between packs (unused when config.gp_weight == 0).
     """
     objective = losses.get_loss(config.loss)
+    m = int(config_lib.setting(config, "pack"))
+    real, fake = pack(real, m), pack(fake, m)
     batch_size = real.shape[0]
 
     def d_logits(d_params, images, image_labels):
@@ -242,10 +258,11 @@ def generator_update(
     g_ema_params, and counts the step.
     """
     objective = losses.get_loss(config.loss)
+    m = int(config_lib.setting(config, "pack"))
 
     def g_loss_fn(fake):
         fake_logits, _ = apply_model(
-            discriminator, state.d_params, state.d_state, fake, labels, train=True
+            discriminator, state.d_params, state.d_state, pack(fake, m), labels, train=True
         )
         return objective.g_loss(fake_logits)
 
@@ -309,11 +326,12 @@ def train_step(
             key, state.step, local_batch=local_batch, config=config, axis_name=axis_name
         )
     want_z = (config.n_critic, local_batch, config.latent_dim)
-    if tuple(noise.z.shape) != want_z or tuple(noise.mix.shape) != want_z[:2]:
+    want_mix = (config.n_critic, local_batch // int(config_lib.setting(config, "pack")))
+    if tuple(noise.z.shape) != want_z or tuple(noise.mix.shape) != want_mix:
         raise ValueError(
             f"noise has z {tuple(noise.z.shape)} and mix {tuple(noise.mix.shape)}; this step "
-            f"needs z {want_z} and mix {want_z[:2]} (n_critic, local batch, latent_dim): "
-            "draw it with step_noise"
+            f"needs z {want_z} (n_critic, local batch, latent_dim) and mix {want_mix} "
+            "(n_critic, local packs): draw it with step_noise"
         )
 
     for critic_step in range(config.n_critic):

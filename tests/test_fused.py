@@ -5,7 +5,8 @@ Tolerances (per-leaf norm-wise relative error, tests/helpers.leaf_errors). The f
 `train_step` inside a `lax.scan`, which XLA compiles as its own computation, so fusion and
 summation order may differ from the standalone step. Measured on CPU (JAX 0.10.2, 3 steps):
 
-- seed_mlp: bitwise equal (asserted, so a change is noticed).
+- seed_mlp (also with spectral norm or packs, and penalties): bitwise equal (asserted, so a
+  change is noticed).
 - dcgan, scan unrolled (what `fused` does on CPU for models with convolutions): params, EMA and
   BatchNorm statistics within 1e-7, Adam's moments within 8e-7 (the second moment squares
   gradients whose last bits differ). Asserted: 1e-6 for params/EMA/statistics, 1e-5 for Adam.
@@ -88,7 +89,7 @@ class Case:
                 self.labels,
                 s,
                 seed=self.config.seed,
-                batch_size=self.config.batch_size,
+                batch_size=self.config.batch_size * self.config.pack,
                 pixel_range=self.models.pixel_range,
                 n_critic=self.config.n_critic,
             )
@@ -127,13 +128,17 @@ def _case(name: str) -> Case:
                 gp_weight=10.0,
                 n_critic=3,
             )
+        elif name == "seed_mlp_pack":
+            # Packs of 2 (128 images a critic batch, drawn on device) with both penalties on
+            # packs and 2 critic batches a step.
+            _CASES[name] = Case("seed_mlp", pack=2, r1_weight=1.0, gp_weight=1.0, n_critic=2)
         else:
             # The dcgan is conditional, so labels travel through the scan too.
             _CASES[name] = Case(name, num_classes=10 if name == "dcgan" else 0)
     return _CASES[name]
 
 
-@pytest.fixture(params=["seed_mlp", "dcgan", "seed_mlp_sn_wgan"])
+@pytest.fixture(params=["seed_mlp", "dcgan", "seed_mlp_sn_wgan", "seed_mlp_pack"])
 def case(request):
     return _case(request.param)
 

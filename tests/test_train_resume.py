@@ -126,15 +126,16 @@ def test_sigkill_after_checkpoint_resumes_bitwise_exact(model, reference, compil
     _assert_same_run(model, workdir, reference.get(model), steps=(24, 32))
 
 
-# Spectral normalisation (its vectors in d_state) with WGAN-GP's n_critic real batches a step.
-SN_WGAN = dict(d_spectral_norm=True, loss="wasserstein", gp_weight=10.0, n_critic=2)
+# Spectral normalisation (its vectors in d_state) with WGAN-GP's n_critic real batches a step,
+# judged in PacGAN packs of 2 (the penalty on packs).
+SN_WGAN_PACKS = dict(d_spectral_norm=True, loss="wasserstein", gp_weight=10.0, n_critic=2, pack=2)
 
 
-def test_sigkill_resume_with_spectral_norm_and_critic_batches_is_bitwise_exact(tmp_path):
-    """As above for seed_mlp with spectral norm on and 2 critic batches a step: the resumed
-    run's power-iteration vectors, parameters and metrics are the uninterrupted run's."""
+def test_sigkill_resume_with_spectral_norm_critic_batches_and_packs_is_bitwise_exact(tmp_path):
+    """As above for seed_mlp with spectral norm on, 2 critic batches a step and packs of 2: the
+    resumed run's power-iteration vectors, parameters and metrics are the uninterrupted run's."""
     support.ensure_mnist()
-    run = {**RUN, **SN_WGAN}
+    run = {**RUN, **SN_WGAN_PACKS}
     a_workdir, b_workdir = tmp_path / "a", tmp_path / "b"
     a = support.start(
         support.cli_args("seed_mlp", a_workdir, **run), support.env_for(4), tmp_path / "a.txt"
