@@ -63,6 +63,7 @@ _SUBMODULES = frozenset(
         "main",
         "models",
         "optim",
+        "packing",
         "parallel",
         "paths",
         "plots",
