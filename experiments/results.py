@@ -6,7 +6,8 @@ Launch (hours on 2 CPU cores; resumable, see below):
                                   [--shorten F] [--update-readme]
 
 For each experiment (every experiments/*.py defining `get_config`: the GAN experiments, not the
-benchmarks) and each seed index i < --seeds, it trains the experiment's config with
+benchmarks, nor the 2-D PacGAN benchmarks, whose table experiments/pacgan_tables.py makes) and
+each seed index i < --seeds, it trains the experiment's config with
 `config.seed + i` in this process (`gan_jax.train.train_and_evaluate`, workdir
 `<--workdirs>/<name>/steps_<N>/seed_<i>`), evaluates the final generator on the dataset's
 default sample count (10,000 for MNIST, 26,000 for Stacked MNIST) against the test split, and
@@ -69,20 +70,29 @@ VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "num
 # Experiments.
 
 
-def _defines_get_config(path: Path) -> bool:
+def _in_this_table(path: Path) -> bool:
+    """Whether `path` defines `get_config` and does not name another table command
+    (a module-level `RESULTS_ELSEWHERE = "<command>"`, as the 2-D PacGAN benchmarks do)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    return any(
+    defines = any(
         isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body
     )
+    elsewhere = any(
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "RESULTS_ELSEWHERE" for t in node.targets)
+        for node in tree.body
+    )
+    return defines and not elsewhere
 
 
 def discover(directory: Path = EXPERIMENTS_DIR) -> dict[str, Path]:
-    """{name: file} of the GAN experiments: the files of `directory` defining `get_config`,
-    sorted by name (benchmarks and the classifier's training script define none)."""
+    """{name: file} of the image GAN experiments: the files of `directory` defining
+    `get_config`, sorted by name (benchmarks and the classifier's training script define none;
+    experiments whose table another command makes set RESULTS_ELSEWHERE)."""
     return {
         path.stem: path
         for path in sorted(directory.glob("*.py"))
-        if path.stem != Path(__file__).stem and _defines_get_config(path)
+        if path.stem != Path(__file__).stem and _in_this_table(path)
     }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ml_collections
 
-MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact")
+MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact", "pacgan_mlp")
+# Datasets of 2-D points (gan_jax.data.mixtures), which only the pacgan_mlp family models.
+POINT_DATASETS = ("ring", "grid")
 LOSS_NAMES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
 SCHEDULE_NAMES = ("constant", "cosine", "warmup_cosine", "linear")
 
@@ -36,7 +38,9 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     # Model: family, sizes, image shape (H, W, C). Widths are the family's base width:
     # hidden units for seed_mlp, base channels for dcgan (G uses 4w, 2w, w; D uses w, 2w) and
-    # dcgan_compact (G 2w, w; D w, 2w).
+    # dcgan_compact (G 2w, w; D w, 2w), hidden units for pacgan_mlp (G: 4 layers of w; D: 3
+    # maxout layers of w units, 5 pieces each). image_shape is a point's shape, (2,), for
+    # pacgan_mlp.
     config.model = "dcgan"
     config.latent_dim = 100
     config.image_shape = (28, 28, 1)
@@ -79,7 +83,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.dataset = "mnist"
     config.data_dir = ""  # TFDS data dir; "" uses TFDS's default
     config.mnist_dir = ""  # a directory of the four MNIST IDX files; "" reads $GAN_JAX_MNIST_DIR
-    config.dataset_seed = 0  # builds Stacked MNIST; fixed, so runs of any seed share the data
+    # Builds Stacked MNIST and the 2-D mixtures' points; fixed, so runs of any seed share the data.
+    config.dataset_seed = 0
 
     return add_loop_defaults(config)
 
@@ -138,7 +143,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     shape = tuple(config.image_shape)
     _check(
-        len(shape) == 3 or (config.model == "seed_mlp" and len(shape) >= 1),
+        len(shape) == 3 or (config.model in ("seed_mlp", "pacgan_mlp") and len(shape) >= 1),
         "image_shape",
         f"expected (height, width, channels), got {shape}",
     )
@@ -149,6 +154,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "image_shape",
             f"the dcgan upsamples by 4, so height and width must be divisible by 4; got {shape}",
         )
+    points = config.get("dataset") in POINT_DATASETS
+    _check(
+        points == (config.model == "pacgan_mlp"),
+        "model",
+        f"the 2-D point datasets {list(POINT_DATASETS)} need model 'pacgan_mlp', and "
+        f"pacgan_mlp models those alone; got model {config.model!r} with dataset "
+        f"{config.get('dataset')!r}",
+    )
     for key in ("latent_dim", "g_width", "d_width", "batch_size", "num_steps"):
         _check(int(config[key]) > 0, key, f"must be a positive integer, got {config[key]!r}")
     _check(int(config.n_critic) >= 1, "n_critic", f"must be at least 1, got {config.n_critic!r}")

@@ -32,7 +32,8 @@ import numpy as np
 from etils import epath
 
 from gan_jax import paths, xla_options
-from gan_jax.evaluation import classifier, reference
+from gan_jax.config import POINT_DATASETS
+from gan_jax.evaluation import classifier, mixtures, reference
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
 
@@ -46,6 +47,10 @@ _TABLE_ROWS = (
     ("class_kl", "class KL", "lower"),
     ("modes", "modes (of 1000)", "higher"),
     ("kl_to_uniform", "KL to uniform", "lower"),
+    # The 2-D mixtures (gan_jax.evaluation.mixtures).
+    ("modes_covered", "modes covered", "higher"),
+    ("high_quality", "high quality", "higher"),
+    ("reverse_kl", "reverse KL", "lower"),
 )
 
 
@@ -122,7 +127,21 @@ def evaluate_generator(
       "reference" (its description: split, size, data hash), "feature_network" (version tag,
       sha256, test accuracy), "floor" (the same metrics for real training images),
       "seconds" (wall time of sampling and scoring).
+
+    The 2-D mixtures ("ring", "grid") have no feature network: `evaluate_points` scores them
+    (sample_fn then returns points [n, 2]; pixel_range, batch_size, network and reference_stats
+    are ignored).
     """
+    if dataset in POINT_DATASETS:
+        return evaluate_points(
+            sample_fn,
+            dataset=dataset,
+            num_samples=num_samples,
+            seed=seed,
+            include_floor=include_floor,
+            floor_num_samples=floor_num_samples,
+            data_seed=data_seed,
+        )
     start = time.perf_counter()
     network = network or classifier.load_feature_network()
     num_samples = num_samples or reference.default_num_samples(dataset)
@@ -217,8 +236,16 @@ def format_table(result: dict[str, Any]) -> str:
         else:
             floor_text = f"{floor_value:12d}"
         lines.append(f"{name:<18}{text}{floor_text}  {better}")
-    net = result["feature_network"]
     per_run = f" per run (seeds {result['run_seeds']})" if sem else ""
+    net = result.get("feature_network")
+    if net is None:  # the 2-D mixtures
+        ref = result["reference"]
+        lines.append(
+            f"{result['num_samples']} samples of {result['dataset']}{per_run} vs its "
+            f"{ref['modes']} modes (std {ref['std']}); high quality: within "
+            f"{ref['threshold_std']:g} std of the nearest mode"
+        )
+        return "\n".join(lines)
     lines.append(
         f"{result['num_samples']} samples of {result['dataset']}{per_run} vs its "
         f"{result['reference'].get('split')} split; feature network {net['version']} "
@@ -266,6 +293,63 @@ class RestoredSampler(NamedTuple):
     step: int  # the restored checkpoint's step
     seed_index: int = 0  # which run of a stack of config.num_seeds (seed config.seed + index)
     num_seeds: int = 1  # the runs the checkpoint holds
+
+
+def evaluate_points(
+    sample_fn: SampleFn,
+    *,
+    dataset: str,
+    num_samples: int | None = None,
+    seed: int = 0,
+    include_floor: bool = True,
+    floor_num_samples: int | None = None,
+    data_seed: int = 0,
+) -> dict[str, Any]:
+    """PacGAN's mode-collapse metrics of a 2-D generator (`gan_jax.evaluation.mixtures`).
+
+    sample_fn(key, n) -> points [n, 2], called once with key jax.random.key(seed);
+    num_samples defaults to PacGAN's 2,500. The floor scores the first floor_num_samples
+    (default num_samples) points of the mixture's test split, built from `data_seed`.
+
+    Returns a JSON-friendly dict: "modes_covered", "high_quality" (fraction), "reverse_kl"
+    (nats), "dataset", "num_samples", "seed", "reference" (the mixture: modes, std,
+    threshold), "floor" and "seconds".
+    """
+    from gan_jax.data import mixtures as mixture_data  # noqa: PLC0415
+
+    start = time.perf_counter()
+    num_samples = num_samples or mixtures.NUM_SAMPLES
+    means, std = mixture_data.mixture(dataset)
+    samples = np.asarray(sample_fn(jax.random.key(seed), num_samples))
+    if samples.shape != (num_samples, means.shape[1]):
+        raise ValueError(
+            f"The sampler returned shape {samples.shape} for n={num_samples}; {dataset!r} "
+            f"takes points [n, {means.shape[1]}]"
+        )
+    result: dict[str, Any] = mixtures.mixture_metrics(samples, means, std)
+    result.update(
+        dataset=dataset,
+        num_samples=num_samples,
+        seed=seed,
+        reference={
+            "split": "mixture",
+            "modes": len(means),
+            "std": std,
+            "threshold_std": mixtures.HQ_THRESHOLD,
+        },
+    )
+    if include_floor:
+        real, _ = mixture_data.make_points(
+            dataset,
+            num_examples=mixture_data.NUM_TEST,
+            seed=data_seed,
+            split="test",
+        )
+        result["floor"] = mixtures.mixture_metrics(
+            real[: floor_num_samples or num_samples], means, std
+        )
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
 
 
 def sampler_from_state(train_state: Any, config: Any, *, models: Any = None) -> SampleFn:

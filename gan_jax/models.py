@@ -40,6 +40,8 @@ from gan_jax import config as config_lib
 from gan_jax import layers
 
 PIXEL_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+# Samples that are not images (the 2-D mixtures' points) are in the data's own units: "identity".
+IDENTITY = "identity"
 SPECTRAL_NORM = "spectral_norm"  # the collection holding the power-iteration vectors
 
 
@@ -48,7 +50,7 @@ class Models(NamedTuple):
 
     generator: nn.Module
     discriminator: nn.Module
-    pixel_range: str  # "unit" for [0, 1] images, "symmetric" for [-1, 1]
+    pixel_range: str  # "unit" for [0, 1] images, "symmetric" for [-1, 1], "identity" for points
 
 
 def _leaky_relu(x: jax.Array) -> jax.Array:
@@ -92,6 +94,7 @@ def _projection_logit(
     labels: jax.Array | None,
     num_classes: int,
     normed: SpectralNormed | None = None,
+    kernel_init: Callable[..., jax.Array] | None = None,
 ) -> jax.Array:
     """Logit = linear(features) [+ <embed(label), features>] (projection discriminator).
 
@@ -100,7 +103,13 @@ def _projection_logit(
     """
     normed = normed or SpectralNormed(enabled=False, power_iterations=1, train=False)
     features = features.astype(jnp.float32)
-    logit = normed(nn.Dense(1, dtype=jnp.float32, name="logit"))(features)[:, 0]
+    dense = nn.Dense(
+        1,
+        dtype=jnp.float32,
+        kernel_init=kernel_init or nn.initializers.lecun_normal(),
+        name="logit",
+    )
+    logit = normed(dense)(features)[:, 0]
     if num_classes > 0:
         if labels is None:
             raise ValueError("a conditional discriminator (config.num_classes > 0) needs labels")
@@ -421,6 +430,75 @@ class CompactDiscriminator(nn.Module):
         return _projection_logit(h, labels, self.num_classes, normed)
 
 
+# PacGAN's 2-D models initialise every kernel from N(0, 0.02^2) and every bias at 0 (its code,
+# synthetic_data_experiments/*/config.py: weights_init_std 0.02, biases_init 0, for both players).
+_PACGAN_INIT = nn.initializers.normal(stddev=0.02)
+
+
+class MixtureGenerator(nn.Module):
+    """PacGAN's 2-D generator: z → [Dense(width, no bias) → BN → ReLU] × depth → Dense(D).
+
+    Outputs [B, *sample_shape] in the data's units (no squashing). PacGAN: width 400, depth 4,
+    z ~ N(0, I_2). BatchNorm as in its Blocks code: epsilon 1e-4, running averages updated as
+    0.95 old + 0.05 new (momentum 0.95), read when sampling.
+    """
+
+    sample_shape: tuple[int, ...]
+    width: int = 400
+    depth: int = 4
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+    bn_momentum: float = 0.95  # 0 for standing statistics (see `standing_statistics`)
+
+    @nn.compact
+    def __call__(
+        self, z: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        h = _condition_latent(z, labels, self.num_classes)
+        for _ in range(self.depth):
+            h = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=_PACGAN_INIT)(h)
+            h = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=1e-4,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
+            )(h)
+            h = nn.relu(h)
+        out = nn.Dense(math.prod(self.sample_shape), dtype=self.dtype, kernel_init=_PACGAN_INIT)(h)
+        return out.astype(jnp.float32).reshape((z.shape[0], *self.sample_shape))
+
+
+class MaxoutDiscriminator(nn.Module):
+    """PacGAN's 2-D discriminator: [maxout(width, pieces)] × depth → Dense(1), a logit.
+
+    A maxout layer is Dense(width * pieces) viewed as [B, width, pieces] and maxed over the
+    pieces. PacGAN: width 200, 5 pieces, depth 3; packed inputs [B, m * D] only widen the first
+    layer. No batch-dependent layers. `spectral_norm`: spectrally normalise every kernel.
+    """
+
+    width: int = 200
+    pieces: int = 5
+    depth: int = 3
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+    spectral_norm: bool = False
+    sn_power_iterations: int = 1
+
+    @nn.compact
+    def __call__(
+        self, samples: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        normed = SpectralNormed(self.spectral_norm, self.sn_power_iterations, train)
+        h = samples.reshape((samples.shape[0], -1)).astype(self.dtype)
+        for _ in range(self.depth):
+            layer = nn.Dense(self.width * self.pieces, dtype=self.dtype, kernel_init=_PACGAN_INIT)
+            h = normed(layer)(h).reshape((h.shape[0], self.width, self.pieces)).max(axis=-1)
+        return _projection_logit(h, labels, self.num_classes, normed, kernel_init=_PACGAN_INIT)
+
+
 def build_models(config: ml_collections.ConfigDict) -> Models:
     """Builds the generator and discriminator that `config.model` names."""
     config_lib.validate_config(config)
@@ -453,6 +531,12 @@ def build_models(config: ml_collections.ConfigDict) -> Models:
             ),
             discriminator=CompactDiscriminator(width=config.d_width, **common, **spectral),
             pixel_range="symmetric",
+        )
+    if config.model == "pacgan_mlp":
+        return Models(
+            generator=MixtureGenerator(sample_shape=image_shape, width=config.g_width, **common),
+            discriminator=MaxoutDiscriminator(width=config.d_width, **common, **spectral),
+            pixel_range=IDENTITY,
         )
     raise AssertionError(f"validate_config admitted unknown model {config.model!r}")
 

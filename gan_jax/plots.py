@@ -1,4 +1,5 @@
-"""The end-of-run plots: loss curves and quality curves, drawn from a run's metrics.jsonl.
+"""The end-of-run plots: loss curves and quality curves, drawn from a run's metrics.jsonl,
+and the 2-D mixtures' sample scatter plots.
 
 Files under `<workdir>` (written by the training loop when the run ends):
   loss_curves.png     d_loss and g_loss against step (`plot_losses`).
@@ -6,6 +7,8 @@ Files under `<workdir>` (written by the training loop when the run ends):
                       and classifier score (rows) against step and against training minutes
                       (columns). A separate file beside the losses, so either can be looked at
                       (or embedded in a README) alone; written only when the run has evaluations.
+  images/samples_<step>.png  for the 2-D mixtures, instead of an image grid: the samples over
+                      the modes, one panel per run (`scatter_figure`).
 
 Each `*_figure` function turns records (as `gan_jax.writers.read_metrics` returns them) into a
 Matplotlib `Figure` and each `plot_*` function writes one to a PNG, so tests can read a figure's
@@ -20,6 +23,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from gan_jax import writers
 
@@ -198,3 +203,60 @@ def plot_quality(
         return None
     title = title or Path(metrics_jsonl_path).parent.name
     return _save(quality_figure(records, title=title), png_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-D samples.
+
+
+def scatter_figure(
+    samples: np.ndarray,
+    means: np.ndarray,
+    std: float,
+    *,
+    titles: Sequence[str] | None = None,
+    threshold: float = 3.0,
+):
+    """Samples of 2-D generators over a mixture's modes: one panel per generator.
+
+    samples: [S, n, 2] (S generators, e.g. the runs of a stack) or [n, 2]; means [K, 2] and std
+    the mixture's. Each panel draws the samples as small translucent dots and every mode as a
+    circle of radius `threshold` std (the high-quality region of gan_jax.evaluation.mixtures),
+    on equal axes spanning the modes with a margin. Up to 5 panels a row, 3.2 inches each.
+    """
+    samples = np.asarray(samples)
+    if samples.ndim == 2:
+        samples = samples[None]
+    count = samples.shape[0]
+    cols = min(count, 5)
+    rows = math.ceil(count / cols)
+    fig = _new_figure(3.2 * cols, 3.2 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    span = float(np.abs(means).max()) * 1.5 + 10 * std
+    for i, ax in enumerate(axes):
+        if i >= count:
+            ax.set_axis_off()
+            continue
+        for mean in means:
+            ax.add_patch(_circle(mean, threshold * std))
+        ax.scatter(samples[i, :, 0], samples[i, :, 1], s=2, alpha=0.3, color="black")
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize="small")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize="small")
+    return fig
+
+
+def _circle(center: np.ndarray, radius: float):
+    from matplotlib.patches import Circle
+
+    return Circle(tuple(center), radius, fill=False, color="tab:red", linewidth=0.8)
+
+
+def figure_to_rgb(fig) -> np.ndarray:
+    """A figure's pixels: uint8 [H, W, 3] (what `MetricWriter.write_images` takes)."""
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -350,6 +350,29 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
     return sample
 
 
+def _scatter_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, key: jax.Array):
+    """For the 2-D mixtures: a jitted function of the state giving every run's samples at the
+    fixed latents of its grid key, [S, num_grid_samples, 2] (S = 1 for one run)."""
+    keys = key[None] if key.ndim == 0 else key
+    z = jax.vmap(lambda k: jax.random.normal(k, (config.num_grid_samples, config.latent_dim)))
+    z = z(keys)  # [S, n, latent_dim]
+
+    def sample_run(state: TrainState, run_z: jax.Array) -> jax.Array:
+        g_params, g_state = sampling_variables(state, models=models, config=config)
+        points, _ = models_lib.apply_model(
+            models.generator, g_params, g_state, run_z, None, train=False
+        )
+        return points
+
+    @xla_options.jit
+    def sample(state: TrainState) -> jax.Array:
+        if key.ndim == 0:
+            return sample_run(state, z[0])[None]
+        return jax.vmap(sample_run)(state, z)
+
+    return sample
+
+
 def _grid_row_length(config: ml_collections.ConfigDict) -> int:
     """Samples in a row of the grid: ceil(sqrt(num_grid_samples)), as writers.image_grid tiles."""
     return math.ceil(math.sqrt(config.num_grid_samples))
@@ -380,14 +403,15 @@ def _stacked_grid_sampler(models, config, keys: jax.Array):
 
 
 def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None:
-    """Scores the sampling generator with the shipped feature network (MNIST-like data only).
+    """Scores the sampling generator with the shipped feature network (MNIST-like data), or
+    with the mode-collapse metrics of the 2-D mixtures (gan_jax.evaluation.mixtures).
 
     `options` go to `evaluate.evaluate_generator` (num_samples, ...). Runs on process 0 alone,
     on host copies of the generator (the other processes go on to the next dispatch and wait
     there), so processes sharing a machine never race on the caches. None elsewhere, and for
     datasets the feature network does not score.
     """
-    if config.dataset not in ("mnist", "stacked_mnist"):
+    if config.dataset not in ("mnist", "stacked_mnist", *config_lib.POINT_DATASETS):
         logging.info("no feature network for %s; skipping evaluation", config.dataset)
         return None
     if not writer.active:
@@ -432,11 +456,11 @@ def _evaluate_quality(state, models, config, writer, step: int, train_seconds: f
     scalars[plots.TRAIN_MINUTES] = train_seconds / 60.0
     scalars[plots.QUALITY_PREFIX + "eval_seconds"] = result["seconds"]
     writer.write(step, scalars)
+    shown = ("fid", "classifier_score", "modes_covered", "high_quality", "reverse_kl")
     logging.info(
-        "step %d: FID %.2f, classifier score %.3f on %d samples (%.1f s)",
+        "step %d: %s on %d samples (%.1f s)",
         step,
-        result["fid"],
-        result["classifier_score"],
+        ", ".join(f"{key} {result[key]:.4g}" for key in shown if key in result),
         num_samples,
         result["seconds"],
     )
@@ -732,7 +756,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         images, labels = _load_training_split(config)
         images, labels = data.to_device(images, labels)
         progress = stack.enter_context(writers.Progress(config.num_steps, step))
-        sample_grid = _grid_sampler(models, config, runs.grid_key)
+        points = config.dataset in config_lib.POINT_DATASETS
+        sample_grid = (_scatter_sampler if points else _grid_sampler)(models, config, runs.grid_key)
         compiled: dict[int, Any] = {}  # one compiled fused function per dispatch length
         # Training time, for the quality curves: this run's wall time less its evaluations,
         # after the training time of the run it resumes (as far as its log recorded it).
@@ -744,6 +769,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             return train_time_before + time.perf_counter() - start - eval_seconds
 
         def save_grid(state: TrainState, step: int) -> Path | None:
+            if points:  # a scatter plot over the modes, one panel per run
+                means, std = data.mixture(config.dataset)
+                figure = plots.scatter_figure(
+                    np.asarray(sample_grid(state)),
+                    means,
+                    std,
+                    titles=[f"seed {seed}, step {step}" for seed in runs.seed_values],
+                )
+                return writer.write_images(step, GRID_FILE, plots.figure_to_rgb(figure))
             grid = writers.image_grid(
                 np.asarray(sample_grid(state)),
                 # A stack's grid: one row per run.

@@ -2,6 +2,7 @@
 
 Host side, once per run:
     images, labels = load_split("mnist", "train")            # uint8 [N, H, W, C], int32 [N]
+    points, modes = load_split("ring", "train")              # float32 [N, 2], int32 [N]
     images, labels = to_device(images, labels)               # replicated on every device
 
 Device side, every step (inside jit / lax.scan / shard_map):
@@ -20,12 +21,14 @@ $GAN_JAX_CACHE_DIR (default $XDG_CACHE_HOME/gan_jax or ~/.cache/gan_jax).
 
 from gan_jax.data.datasets import (
     DATASET_NAMES,
+    POINT_DATASETS,
     DamagedDatasetError,
     check_name,
     load_split,
     mnist_builder,
 )
 from gan_jax.data.files import ChecksumError, cache_dir
+from gan_jax.data.mixtures import make_points, mixture
 from gan_jax.data.mnist_builder import GanJaxMnist
 from gan_jax.data.mnist_sources import MnistUnavailableError, find_mnist_files
 from gan_jax.data.safe_pickle import UnsafePickleError
@@ -43,6 +46,7 @@ from gan_jax.data.tfds_images import MissingTensorFlowError
 __all__ = [
     "DATASET_NAMES",
     "PIXEL_RANGES",
+    "POINT_DATASETS",
     "ChecksumError",
     "DamagedDatasetError",
     "GanJaxMnist",
@@ -55,7 +59,9 @@ __all__ = [
     "find_mnist_files",
     "gather_batch",
     "load_split",
+    "make_points",
     "make_stacked_mnist",
+    "mixture",
     "mnist_builder",
     "sample_batch",
     "step_batch_indices",

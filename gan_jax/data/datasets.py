@@ -1,6 +1,8 @@
-"""Datasets by name: `load_split(name, split)` -> uint8 images and int32 labels on the host.
+"""Datasets by name: `load_split(name, split)` -> uint8 images (float32 points for the 2-D
+mixtures) and int32 labels on the host.
 
-"mnist" and "stacked_mnist" need no TensorFlow and no network (see mnist_sources); every name in
+"mnist" and "stacked_mnist" need no TensorFlow and no network (see mnist_sources), nor do "ring"
+and "grid", which are generated (see mixtures); every name in
 tfds_images.TFDS_IMAGE_DATASETS, or "tfds:<builder name>" for any other TFDS image dataset, goes
 through TFDS's own builders and needs `pip install 'gan_jax[tf]'`.
 """
@@ -16,11 +18,11 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from gan_jax import paths
-from gan_jax.config import ConfigError
-from gan_jax.data import stacked_mnist, tfds_images, transforms
+from gan_jax.config import POINT_DATASETS, ConfigError
+from gan_jax.data import mixtures, stacked_mnist, tfds_images, transforms
 from gan_jax.data.mnist_builder import GanJaxMnist
 
-DATASET_NAMES = ("mnist", "stacked_mnist", *tfds_images.TFDS_IMAGE_DATASETS)
+DATASET_NAMES = ("mnist", "stacked_mnist", *POINT_DATASETS, *tfds_images.TFDS_IMAGE_DATASETS)
 TFDS_PREFIX = "tfds:"  # "tfds:<name>" reaches any TFDS builder not listed in DATASET_NAMES
 
 _READ_BLOCK = 1024  # records decoded per read; bounds the temporaries to about 1 MB
@@ -204,7 +206,7 @@ def load_split(
         default.
       image_shape: (H, W, C) to resize / convert channels to (transforms.to_image_shape);
         None keeps the dataset's own: (28, 28, 1) MNIST, (28, 28, 3) Stacked MNIST.
-      seed: Stacked MNIST's construction seed (other datasets ignore it).
+      seed: the construction seed of Stacked MNIST and the mixtures (other datasets ignore it).
       mnist_dir: a directory of the four canonical MNIST IDX files, tried first when MNIST has
         to be prepared; None reads $GAN_JAX_MNIST_DIR.
       repair: when the prepared MNIST cannot be read (truncated or missing files), move it aside
@@ -214,13 +216,22 @@ def load_split(
 
     Returns images uint8 [N, H, W, C] and labels int32 [N]: digits 0..9 for MNIST, 100a + 10b + c
     (0..999) for Stacked MNIST (128,000 train / 10,000 test), the dataset's labels or zeros
-    otherwise.
+    otherwise. The mixtures ("ring", "grid") return float32 points [N, 2] (100,000 train /
+    10,000 test) and each point's mode index; image_shape must be None or (2,).
 
     Raises:
       DamagedDatasetError: the prepared MNIST cannot be read (and, with `repair`, neither can a
         fresh copy); the message names the directory and how to rebuild it.
     """
     check_name(name)
+    if name in POINT_DATASETS:
+        if image_shape is not None and tuple(image_shape) != mixtures.POINT_SHAPE:
+            raise ConfigError(
+                f"config.image_shape: {name!r} holds 2-D points; set image_shape to (2,), got "
+                f"{tuple(image_shape)}"
+            )
+        num = mixtures.NUM_TRAIN if split == "train" else mixtures.NUM_TEST
+        return mixtures.make_points(name, num_examples=num, seed=seed, split=split)
     data_dir, mnist_dir = paths.resolve(data_dir), paths.resolve(mnist_dir)
     if name == "mnist":
         images, labels = _mnist(split, data_dir=data_dir, mnist_dir=mnist_dir, repair=repair)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-PIXEL_RANGES = ("unit", "symmetric")
+PIXEL_RANGES = ("unit", "symmetric", "identity")
 
 _ROUNDS = 6  # Feistel rounds; 4 suffice for a pseudo-random permutation, 2 more are cheap
 _INT32_LIMIT = 2**31
@@ -197,16 +197,25 @@ def gather_batch(
     """Gathers and scales a batch on device.
 
     Args:
-      images: uint8 [N, H, W, C]; labels: int32 [N]; indices: int32 [B] in [0, N), or any
-        shape [*I] (e.g. [B, n_critic] from `step_batch_indices`).
-      pixel_range: "unit" -> x / 255 in [0, 1]; "symmetric" -> x / 127.5 - 1 in [-1, 1].
+      images: uint8 [N, H, W, C] (float32 [N, D] points for "identity"); labels: int32 [N];
+        indices: int32 [B] in [0, N), or any shape [*I] (e.g. [B, n_critic] from
+        `step_batch_indices`).
+      pixel_range: "unit" -> x / 255 in [0, 1]; "symmetric" -> x / 127.5 - 1 in [-1, 1];
+        "identity" -> the float32 values as they are (the 2-D mixtures' points).
 
-    Returns {"image": float32 [*I, H, W, C], "label": int32 [*I]}.
+    Returns {"image": float32 [*I, H, W, C] (or [*I, D]), "label": int32 [*I]}.
     """
     if pixel_range not in PIXEL_RANGES:
         raise ValueError(f"pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
     images, labels = jnp.asarray(images), jnp.asarray(labels)
+    if (pixel_range == "identity") != jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f"pixel_range {pixel_range!r} does not fit data of dtype {images.dtype}: uint8 "
+            "images take 'unit' or 'symmetric', float points (the 2-D mixtures) 'identity'"
+        )
     pixels = _rows(images, indices).astype(jnp.float32)
+    if pixel_range == "identity":
+        return {"image": pixels, "label": _rows(labels, indices).astype(jnp.int32)}
     # One rounding per pixel, written as a product so that eager, jit and every backend give the
     # same bits (XLA turns division by a constant into a product; numpy does not). The end points
     # come out exactly: 255 * (1/255) == 1 and (0 - 127.5) * (1/127.5) == -1 in float32.
@@ -262,7 +271,8 @@ def to_device(
     *,
     sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Puts a uint8 split on device: images uint8 [N, H, W, C], labels int32 [N].
+    """Puts a split on device: images uint8 [N, H, W, C] (float points stay float32 [N, D]),
+    labels int32 [N].
 
     sharding: None replicates both on every device (what sampling inside shard_map / pmap needs);
     otherwise the images' sharding, e.g. NamedSharding(mesh, P("data")) to split the examples
@@ -270,7 +280,10 @@ def to_device(
     follow the sharding of the leading axis: replicated unless that sharding splits it.
     Multi-process: every process passes the same arrays; each uploads only its devices' parts.
     """
-    images = np.asarray(images, np.uint8)
+    images = np.asarray(images)
+    images = np.asarray(
+        images, np.float32 if np.issubdtype(images.dtype, np.floating) else np.uint8
+    )
     labels = np.asarray(labels, np.int32)
     image_sharding = replicated_sharding() if sharding is None else sharding
     label_sharding = image_sharding
