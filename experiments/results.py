@@ -161,13 +161,23 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """HEAD of the repository, with "+dirty" when the work tree has uncommitted changes."""
+    """HEAD of the repository, with "+dirty" when the work tree has uncommitted changes outside
+    experiments/results."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # The results' own files (the table rewritten after each experiment) do not count.
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!experiments/results",
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
