@@ -9,10 +9,13 @@ or `python experiments/dcgan_tutorial_mnist.py --workdir workdirs/dcgan_tutorial
 the TensorFlow tutorial's DCGAN (`model="dcgan"`, see gan_jax.models; its discriminator leaves
 out the tutorial's Dropout(0.3), see models.DCGANDiscriminator for why) for 1,200 steps of 128
 images (2.6 epochs of a model the tutorial trains for 50) with Adam (2e-4, b1 0.5) and an EMA of
-the generator. Measured on 2 CPU cores (jax 0.10.2; 7 min 43 s wall in all, training at 330-370
-images/s): on the shipped MNIST classifier's features FID 345.05 (floor 2.16), classifier score
-5.23 (floor 9.86), precision 0.70, recall 0.47, and a grid of malformed digits. The model is
-too costly per image for a 10-minute CPU budget; experiments/dcgan_mnist.py is the default.
+the generator. The model is too costly per image for a 10-minute CPU budget;
+experiments/cdcgan_mnist.py is the default.
+
+Measured (python experiments/results.py --only dcgan_tutorial_mnist; 3 seeds, 2-core AMD EPYC
+shared with other runs, jax 0.10.2; mean ± std): FID 330.56 ± 12.28, KID 101.8 ± 0.3,
+precision 0.689 ± 0.001, recall 0.526 ± 0.047, classifier score 5.52 ± 0.29 (floor 2.16 /
+0.12 / 0.86 / 0.87 / 9.86), 4.9 ± 1.3 minutes per seed, and grids of malformed digits.
 """
 
 from gan_jax.config import get_default_config

@@ -7,8 +7,13 @@ Launch:
 G: z (100) -> Dense 128 ReLU -> Dense 784 sigmoid; D: 784 -> Dense 128 ReLU -> Dense 1 (logit),
 trained with the article's objective corrected: D maximises log D(x) + log(1 - D(G(z))), G the
 non-saturating log D(G(z)). Batch 128, Adam (2e-4, b1 0.5), a checkpoint every 1,000 steps,
-10,000 steps (21 epochs; a few minutes on 2 CPU cores). Expected: blurry but digit-like samples;
-an MLP this small does not reach the DCGAN's FID.
+10,000 steps (21 epochs). Blurry but digit-like samples: an MLP this small does not reach the
+DCGAN's FID.
+
+Measured (python experiments/results.py --only seed_mlp_mnist; 3 seeds, 2-core AMD EPYC, jax
+0.10.2; mean ± std): FID 397.35 ± 21.05, KID 108.2 ± 5.6, precision 0.779 ± 0.003, recall
+0.257 ± 0.025, classifier score 4.48 ± 0.04 (real-data floor 2.16 / 0.12 / 0.86 / 0.87 / 9.86),
+0.4 minutes per seed, evaluation included.
 """
 
 from gan_jax.config import get_default_config
