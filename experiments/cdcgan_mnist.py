@@ -17,11 +17,11 @@ Why conditional: at equal CPU time the label is worth more than any unconditiona
 4 minutes of training: 9.6 conditional against 191 unconditional (same model and recipe), 230
 with a D of twice the width.
 
-Measured (python experiments/results.py --only cdcgan_mnist; 2-core AMD EPYC, idle; jax 0.10.2),
+Measured (python experiments/results.py --only cdcgan_mnist; 2-core Intel Xeon, idle; jax 0.10.2),
 3 seeds, EMA generator, 10,000 samples: FID 6.49 +- 0.26, KID 1.37 +- 0.42 (x1e3), precision
 0.765 +- 0.004, recall 0.765 +- 0.007, classifier score 9.80 +- 0.02 (floor 2.16 / 0.12 / 0.86 /
-0.87 / 9.86), 4.2 minutes per seed. The README's first block in a fresh clone, launch to table:
-4 min 38 s (pip install 31 s more).
+0.87 / 9.86), 4.2 minutes per seed. The README's first block in a fresh clone (a later day's 2-core
+machine), launch to table: 4 min 38 s (pip install 31 s more).
 """
 
 from gan_jax.config import get_default_config
