@@ -43,6 +43,8 @@ TRAIN_SHORTENING = (
     "--config.eval_num_samples=500",
 )
 EVALUATE_SHORTENING = ("--num_samples", "500")
+# Appended to the PacGAN table command: two rows of the ring, two trials, two short budgets.
+TABLES_SHORTENING = ("--mixtures=ring", "--packs=1,2", "--trials=2", "--budgets=5,10")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,8 +74,9 @@ def _is_experiment_config(path: str) -> bool:
 
 
 def classify(words: list[str]) -> str:
-    """'train', 'evaluate' or 'skip' (installation and other tools); fails on a python command
-    this test does not know how to shorten, so no README command goes untested by accident."""
+    """'train', 'evaluate', 'tables' (experiments/pacgan_tables.py) or 'skip' (installation and
+    other tools); fails on a python command this test does not know how to shorten, so no
+    README command goes untested by accident."""
     if words[0] not in ("python", "python3"):
         return "skip"  # `. .venv/bin/activate`, `pip install ...`, `BUCKET=... tpu_vm.sh all`
     args = words[1:]
@@ -85,6 +88,8 @@ def classify(words: list[str]) -> str:
         return "evaluate"
     if args and args[0].startswith("experiments/") and _is_experiment_config(args[0]):
         return "train"
+    if args and args[0] == "experiments/pacgan_tables.py":
+        return "tables"
     raise AssertionError(f"README runs `{shlex.join(words)}`: teach tests/test_readme.py to run it")
 
 
@@ -173,12 +178,19 @@ def run_as_written(words: list[str], cwd: Path, extra: tuple[str, ...]) -> str:
 def test_readme_commands_run_as_written(tmp_path):
     clone = copy_of_repository(tmp_path / "clone")
     for kind, words in readme_commands():
+        if kind == "tables":
+            output = run_as_written(words, clone, TABLES_SHORTENING)
+            assert "| PacGAN2, gan_jax | 10 |" in output
+            if "--update-readme" in words:
+                assert "| PacGAN2, gan_jax | 10 |" in (clone / "README.md").read_text()
+            continue
         workdir = clone / flag_value(words, "--workdir")
         if kind == "train":
             output = run_as_written(words, clone, TRAIN_SHORTENING)
             assert (workdir / "checkpoints" / str(NUM_STEPS)).is_dir()
             assert (workdir / "images" / f"samples_{NUM_STEPS:08d}.png").is_file()
-            assert "FID" in output  # the evaluation table at the end of the run
+            # The evaluation table at the end of the run (the 2-D mixtures' has no FID).
+            assert "FID" in output or "modes covered" in output
         else:
             written = workdir / "eval" / f"step_{NUM_STEPS}.json"
             written.unlink(missing_ok=True)  # the training run's final evaluation wrote one
