@@ -13,7 +13,11 @@ FID and classifier score (a mode count alone rewards poor samples: each channel'
 somewhere). This file used to train the TensorFlow tutorial's DCGAN (batch 256), at
 about a fifth of the speed.
 
-Measured: the README's results table (python experiments/results.py --only dcgan_stacked_mnist).
+Measured (python experiments/results.py --only dcgan_stacked_mnist; 3 seeds, 2-core AMD EPYC
+shared with other runs, jax 0.10.2; mean ± std, 26,000 samples): modes 996.7 ± 0.6 of 1,000,
+KL to uniform 0.250 ± 0.027, while FID is 837.4 ± 11.6 (floor 10.2), classifier score
+237.8 ± 0.6 (floor 947.2) and recall 0.091 ± 0.007: the mode count alone rewards poor samples.
+4.8 minutes per seed.
 """
 
 from gan_jax.config import get_default_config

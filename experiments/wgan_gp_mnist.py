@@ -15,7 +15,10 @@ its own (gan_jax.step), so a step reads 5 x 64 real images. 4,000 generator step
 critic batches). This file used to train the TensorFlow tutorial's DCGAN, at a quarter
 of the speed (85 against 345 generator-step images/s here).
 
-Measured: the README's results table (python experiments/results.py --only wgan_gp_mnist).
+Measured (python experiments/results.py --only wgan_gp_mnist; 3 seeds, 2-core AMD EPYC shared
+with other runs, jax 0.10.2; mean ± std): FID 266.03 ± 9.97, KID 96.7 ± 3.0, precision
+0.582 ± 0.012, recall 0.700 ± 0.034, classifier score 6.52 ± 0.07 (floor 2.16 / 0.12 / 0.86 /
+0.87 / 9.86), 11.0 ± 7.1 minutes per seed (the spread is the shared cores).
 """
 
 from gan_jax.config import get_default_config
