@@ -64,7 +64,7 @@ PAPER_ITERATIONS = 400_000
 
 
 def _results_helpers():
-    """experiments/results.py's machine(), versions() and git_commit()."""
+    """experiments/results.py's machine(), versions(), git_commit() and update_readme()."""
     return runpy.run_path(str(REPO / "experiments" / "results.py"))
 
 
@@ -82,6 +82,12 @@ def train_row(
     name = row_name(mixture, pack)
     path = out / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
+    if record["budgets"] and record["trials"] != trials:
+        # One row's budgets must be the same trajectories; mixing trial counts would not be.
+        raise SystemExit(
+            f"error: {path} holds {record['trials']} trials of {name}, not the {trials} asked "
+            "for: pass the same --trials, or another --out (and --workdirs) for a new table"
+        )
     workdir = workdirs / name
     for budget in sorted(budgets):
         if str(budget) in record["budgets"]:
@@ -179,7 +185,6 @@ def format_table(records: dict[tuple[str, int], dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(paper) + " |")
         if ours:
             lines.append("| " + " | ".join(ours) + " |")
-    floors = [r["budgets"][b]["floor"] for r in records.values() for b in r["budgets"]]
     notes = [
         "",
         "Mean ± standard error over the trials (PacGAN's rows: their Table 1, 10 trials, "
@@ -187,11 +192,11 @@ def format_table(records: dict[tuple[str, int], dict[str, Any]]) -> str:
         "modes: modes with a high-quality sample; rev. KL: KL of the high-quality samples' "
         "mode histogram to uniform; 2,500 samples per trial.",
     ]
-    if floors:
-        by_mixture = {}
-        for record in records.values():
-            floor = next(iter(record["budgets"].values()))["floor"]
-            by_mixture[record["mixture"]] = floor
+    # The floor depends on the mixture alone: any row's first budget holds it.
+    by_mixture = {
+        r["mixture"]: next(iter(r["budgets"].values()))["floor"] for r in records.values()
+    }
+    if by_mixture:
         notes.append(
             "Real data (2,500 test points): "
             + "; ".join(
@@ -232,14 +237,6 @@ def load_records(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
         record = json.loads(path.read_text())
         records[(record["mixture"], int(record["pack"]))] = record
     return records
-
-
-def update_readme(readme: Path, table: str) -> None:
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"error: {readme} has no `{README_START}` ... `{README_END}` block")
-    readme.write_text(f"{text[: start + len(README_START)]}\n{table}{text[end:]}")
 
 
 def _int_list(text: str) -> list[int]:
@@ -290,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / TABLE_FILE).write_text(table)
     print(table, end="")
     if args.update_readme:
-        update_readme(args.readme, table)
+        _results_helpers()["update_readme"](
+            args.readme, table, start_marker=README_START, end_marker=README_END
+        )
         print(f"updated {args.readme}")
     return 0
 

@@ -353,16 +353,18 @@ def format_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replaces the text between the results markers of `readme` with `table`."""
+def update_readme(
+    readme: Path, table: str, *, start_marker: str = README_START, end_marker: str = README_END
+) -> None:
+    """Replaces the text between the markers (the results table's by default) of `readme`."""
     text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         raise SystemExit(
-            f"error: {readme} has no `{README_START}` ... `{README_END}` block; add the two "
-            "markers where the results table belongs"
+            f"error: {readme} has no `{start_marker}` ... `{end_marker}` block; add the two "
+            "markers where the table belongs"
         )
-    head, tail = text[: start + len(README_START)], text[end:]
+    head, tail = text[: start + len(start_marker)], text[end:]
     readme.write_text(f"{head}\n{table}{tail}")
 
 

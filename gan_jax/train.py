@@ -352,25 +352,11 @@ def _grid_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, 
 
 def _scatter_sampler(models: models_lib.Models, config: ml_collections.ConfigDict, key: jax.Array):
     """For the 2-D mixtures: a jitted function of the state giving every run's samples at the
-    fixed latents of its grid key, [S, num_grid_samples, 2] (S = 1 for one run)."""
-    keys = key[None] if key.ndim == 0 else key
-    z = jax.vmap(lambda k: jax.random.normal(k, (config.num_grid_samples, config.latent_dim)))
-    z = z(keys)  # [S, n, latent_dim]
-
-    def sample_run(state: TrainState, run_z: jax.Array) -> jax.Array:
-        g_params, g_state = sampling_variables(state, models=models, config=config)
-        points, _ = models_lib.apply_model(
-            models.generator, g_params, g_state, run_z, None, train=False
-        )
-        return points
-
-    @xla_options.jit
-    def sample(state: TrainState) -> jax.Array:
-        if key.ndim == 0:
-            return sample_run(state, z[0])[None]
-        return jax.vmap(sample_run)(state, z)
-
-    return sample
+    fixed latents of its grid, [S, num_grid_samples, 2] (S = 1 for one run)."""
+    if key.ndim == 1:
+        return _per_run_sampler(models, config, key, num_samples=config.num_grid_samples)
+    one_run = _grid_sampler(models, config, key)
+    return lambda state: one_run(state)[None]
 
 
 def _grid_row_length(config: ml_collections.ConfigDict) -> int:
@@ -380,24 +366,34 @@ def _grid_row_length(config: ml_collections.ConfigDict) -> int:
 
 def _stacked_grid_sampler(models, config, keys: jax.Array):
     """`_grid_sampler` for a stack: one row per run (see there)."""
-    row = _grid_row_length(config)
+    per_run = _per_run_sampler(models, config, keys, num_samples=_grid_row_length(config))
+
+    def sample(state: TrainState) -> jax.Array:
+        images = per_run(state)  # [S, row, H, W, C]
+        return images.reshape((-1,) + images.shape[2:])
+
+    return sample
+
+
+def _per_run_sampler(models, config, keys: jax.Array, *, num_samples: int):
+    """A jitted function of a stacked state giving each run's first `num_samples` grid samples,
+    [S, num_samples, ...]: run i's generator at the latents its own grid key [i] gives."""
     z = jax.vmap(lambda key: jax.random.normal(key, (config.num_grid_samples, config.latent_dim)))
-    z = z(keys)[:, :row]  # [S, row, latent_dim]: the first row of each run's own grid
+    z = z(keys)[:, :num_samples]  # [S, num_samples, latent_dim]
     labels = None
     if config.num_classes > 0:
-        labels = np.arange(row, dtype=np.int32) % config.num_classes
+        labels = np.arange(num_samples, dtype=np.int32) % config.num_classes
 
     def sample_run(state: TrainState, run_z: jax.Array) -> jax.Array:
         g_params, g_state = sampling_variables(state, models=models, config=config)
-        images, _ = models_lib.apply_model(
+        samples, _ = models_lib.apply_model(
             models.generator, g_params, g_state, run_z, labels, train=False
         )
-        return images
+        return samples
 
     @xla_options.jit
     def sample(state: TrainState) -> jax.Array:
-        images = jax.vmap(sample_run)(state, z)  # [S, row, H, W, C]
-        return images.reshape((-1,) + images.shape[2:])
+        return jax.vmap(sample_run)(state, z)
 
     return sample
 

@@ -304,3 +304,8 @@ def test_table1_command_trains_rows_through_budgets_and_skips_what_is_done(tmp_p
     capsys.readouterr()
     assert tables["main"](args) == 0
     assert "20 iterations done before" in capsys.readouterr().out
+    # Another trial count for the same row stops before training and leaves the record as it was.
+    before = (tmp_path / "out" / "ring_pack2.json").read_bytes()
+    with pytest.raises(SystemExit, match="holds 2 trials of ring_pack2, not the 3"):
+        tables["main"]([*args[:2], "--trials=3", *args[3:]])
+    assert (tmp_path / "out" / "ring_pack2.json").read_bytes() == before

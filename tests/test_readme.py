@@ -44,7 +44,16 @@ TRAIN_SHORTENING = (
 )
 EVALUATE_SHORTENING = ("--num_samples", "500")
 # Appended to the PacGAN table command: two rows of the ring, two trials, two short budgets.
-TABLES_SHORTENING = ("--mixtures=ring", "--packs=1,2", "--trials=2", "--budgets=5,10")
+# A clone holds the committed 10-trial rows in experiments/results/pacgan; a short table of its
+# own goes elsewhere (pacgan_tables refuses to mix trial counts in one row).
+TABLES_SHORTENING = (
+    "--mixtures=ring",
+    "--packs=1,2",
+    "--trials=2",
+    "--budgets=5,10",
+    "--out=workdirs/short_tables",
+    "--workdirs=workdirs/short_tables",
+)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -52,13 +52,13 @@ def mixture_metrics(
     """
     counts = mode_histogram(samples, means, std, threshold=threshold)
     total = int(counts.sum())
+    reverse_kl = math.nan
     if total:
         p = counts[counts > 0] / total
-        reverse_kl = float(np.sum(p * np.log(p * len(means))))
-    else:
-        reverse_kl = math.nan
+        # max: rounding can put an exactly uniform histogram a hair below 0.
+        reverse_kl = max(float(np.sum(p * np.log(p * len(means)))), 0.0)
     return {
         "modes_covered": int(np.count_nonzero(counts)),
         "high_quality": total / len(samples),
-        "reverse_kl": max(reverse_kl, 0.0) if total else reverse_kl,  # rounding below 0
+        "reverse_kl": reverse_kl,
     }
