@@ -1,27 +1,37 @@
-"""PacGAN's Table 1 (2-D ring and grid), reproduced with gan_jax's many-seeds trainer.
+"""PacGAN's Table 1 (2-D ring and grid) and Table 3 (Stacked MNIST, Unrolled-GAN setup),
+reproduced with gan_jax's many-seeds trainer.
 
-    python experiments/pacgan_tables.py [--mixtures ring,grid] [--packs 1,2,3,4] [--trials 10]
-                                        [--budgets 1000,2000,4000] [--update-readme]
+    python experiments/pacgan_tables.py [--table 1] [--variants ring,grid] [--packs 1,2,3,4]
+                                        [--trials 10] [--budgets 1000,2000,4000]
+                                        [--update-readme]
+    python experiments/pacgan_tables.py --table 3 [--variants half,quarter] [--packs 1,2]
+                                        [--trials 3] [--budgets 2500,5000,10000]
 
-Each row (mixture, pack m) is one process-local stack of --trials runs (config.num_seeds, see
-gan_jax.seeds) of experiments/pacgan_2d.py with config.pack = m, trained in
-`<--workdirs>/<mixture>_pack<m>`. The budgets are evaluated in increasing order on the same
-runs: training stops at each budget, evaluates every run on 2,500 samples (eval/step_<B>.json)
-and continues from its checkpoint to the next one. The learning rate is constant, so a run
+Each row (variant, pack m) is one process-local stack of --trials runs (config.num_seeds, see
+gan_jax.seeds) of the table's experiment with config.pack = m, trained in
+`<--workdirs>/<variant>_pack<m>`: experiments/pacgan_2d.py:<ring|grid> for Table 1,
+experiments/pacgan_stacked_mnist.py:<half|quarter> (D = 1/2 G, D = 1/4 G) for Table 3. The
+budgets are evaluated in increasing order on the same runs: training stops at each budget,
+evaluates every run (2,500 samples for Table 1, 25,600 for Table 3: eval/step_<B>.json) and
+continues from its checkpoint to the next one. The learning rates are constant, so a run
 resumed at a budget is exactly the run that never stopped: the numbers at a quarter and a half
 of the budget are those of the same trajectories, not of shorter runs.
 
-Writes `<--out>/<mixture>_pack<m>.json` per row (each budget's mean ± standard error over the
-trials, every trial's metrics, wall times, machine, versions) and `<--out>/table1.md`: PacGAN's
-rows (400,000 iterations, 10 trials, their Table 1) beside gan_jax's at the largest budget, then
-how the numbers move with the budget. `--update-readme` puts the table between
-`<!-- pacgan-table1:start -->` and `<!-- pacgan-table1:end -->` in README.md. Rerunning the same
-command skips finished budgets and resumes a killed row from its last checkpoint;
-`--table_only` rewrites the table from the JSONs.
+Writes `<--out>/<variant>_pack<m>.json` per row (each budget's mean ± standard error over the
+trials, every trial's metrics, wall times, machine, versions) and `<--out>/table<N>.md`:
+PacGAN's rows beside gan_jax's at the largest budget, then how the numbers move with the
+budget. Table 3 adds FID and classifier score beside the mode counts (a mode count alone
+rewards poor samples). `--update-readme` puts the table between `<!-- pacgan-table<N>:start -->`
+and `<!-- pacgan-table<N>:end -->` in README.md. Rerunning the same command skips finished
+budgets and resumes a killed row from its last checkpoint (a clone holds the committed rows,
+so it reprints their table: pass another --out to train your own); `--table_only` rewrites
+the table from the JSONs.
 
-PacGAN's full protocol is 400,000 iterations of batch 100 packs: `--budgets 100000,200000,400000`
-(hours per row on a GPU; the 2 CPU cores this project runs on do about 100 single-run
-iterations per second at m = 1, and a row of 10 trials costs about 10 times that).
+PacGAN's full protocols: 400,000 iterations of batch 100 packs for Table 1
+(`--budgets 100000,200000,400000`), 500,000 of batch 128 for Table 3 (`--budgets
+125000,250000,500000`), hours per row on a GPU. On the 2 CPU cores this project runs on, a
+Table 1 row of 10 trials does about 26 iterations a second at m = 1, a Table 3 trial (D = 1/2
+G, m = 1) about 37 alone.
 """
 
 from __future__ import annotations
@@ -34,33 +44,116 @@ import runpy
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
-EXPERIMENT = REPO / "experiments" / "pacgan_2d.py"
 README = REPO / "README.md"
-TABLE_FILE = "table1.md"
-README_START, README_END = "<!-- pacgan-table1:start -->", "<!-- pacgan-table1:end -->"
-METRICS = (("modes_covered", 1), ("high_quality", 1), ("reverse_kl", 2))  # (key, decimals)
-MODES = {"ring": 8, "grid": 25}
 
-# PacGAN's Table 1 (Lin et al., NeurIPS 2018), mean ± standard error over 10 trials:
-# {mixture: {pack: (modes, high-quality %, reverse KL) as (mean, s.e.) pairs}}.
-PAPER_TABLE1 = {
-    "ring": {
-        1: ((6.3, 0.5), (98.2, 0.2), (0.45, 0.09)),
-        2: ((7.9, 0.1), (95.6, 2.0), (0.07, 0.03)),
-        3: ((7.8, 0.1), (97.7, 0.3), (0.10, 0.02)),
-        4: ((7.8, 0.1), (95.9, 1.4), (0.07, 0.02)),
+
+class Metric(NamedTuple):
+    key: str  # in the evaluation's JSON
+    label: str  # column header
+    decimals: int
+    scale: float = 1.0
+
+
+class Table(NamedTuple):
+    """One of PacGAN's tables: its experiment, variants, metrics and published rows."""
+
+    experiment: str  # experiments/<file>, whose get_config takes the variant
+    variants: tuple[str, ...]
+    variant_labels: dict[str, str]
+    metrics: tuple[Metric, ...]
+    # {variant: {pack: {metric key: (mean, s.e.)}}}, their published rows
+    paper: dict[str, dict[int, dict[str, tuple[float, float]]]]
+    paper_iterations: int
+    paper_trials: int
+    num_samples_note: str
+
+
+# PacGAN (Lin et al., NeurIPS 2018), mean ± standard error over their trials.
+TABLE1 = Table(
+    experiment="pacgan_2d.py",
+    variants=("ring", "grid"),
+    variant_labels={"ring": "ring", "grid": "grid"},
+    metrics=(
+        Metric("modes_covered", "modes (of {modes})", 1),
+        Metric("high_quality", "HQ %", 1, 100.0),
+        Metric("reverse_kl", "rev. KL", 2),
+    ),
+    paper={
+        mixture: {
+            pack: dict(zip(("modes_covered", "high_quality", "reverse_kl"), row, strict=True))
+            for pack, row in rows.items()
+        }
+        for mixture, rows in {
+            "ring": {
+                1: ((6.3, 0.5), (98.2, 0.2), (0.45, 0.09)),
+                2: ((7.9, 0.1), (95.6, 2.0), (0.07, 0.03)),
+                3: ((7.8, 0.1), (97.7, 0.3), (0.10, 0.02)),
+                4: ((7.8, 0.1), (95.9, 1.4), (0.07, 0.02)),
+            },
+            "grid": {
+                1: ((17.3, 0.8), (94.8, 0.7), (0.70, 0.07)),
+                2: ((23.8, 0.7), (91.3, 0.8), (0.13, 0.04)),
+                3: ((24.6, 0.4), (94.2, 0.4), (0.06, 0.02)),
+                4: ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
+            },
+        }.items()
     },
-    "grid": {
-        1: ((17.3, 0.8), (94.8, 0.7), (0.70, 0.07)),
-        2: ((23.8, 0.7), (91.3, 0.8), (0.13, 0.04)),
-        3: ((24.6, 0.4), (94.2, 0.4), (0.06, 0.02)),
-        4: ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
+    paper_iterations=400_000,
+    paper_trials=10,
+    num_samples_note=(
+        "HQ: samples within 3 std of their nearest mode; modes: modes with a high-quality "
+        "sample; rev. KL: KL of the high-quality samples' mode histogram to uniform; 2,500 "
+        "samples per trial."
+    ),
+)
+TABLE3 = Table(
+    experiment="pacgan_stacked_mnist.py",
+    variants=("half", "quarter"),
+    variant_labels={"half": "D = ½ G", "quarter": "D = ¼ G"},
+    metrics=(
+        Metric("modes", "modes (of 1,000)", 1),
+        Metric("kl_to_uniform", "KL", 2),
+        Metric("fid", "FID", 1),
+        Metric("classifier_score", "score", 1),
+    ),
+    paper={
+        variant: {pack: {"modes": modes, "kl_to_uniform": kl} for pack, (modes, kl) in rows.items()}
+        for variant, rows in {
+            "quarter": {
+                1: ((78.5, 17.6), (5.21, 0.19)),
+                2: ((484.5, 33.0), (2.61, 0.22)),
+                3: ((601.3, 32.2), (2.00, 0.17)),
+                4: ((667.4, 29.0), (1.81, 0.15)),
+            },
+            "half": {
+                1: ((487.7, 34.6), (2.24, 0.15)),
+                2: ((840.7, 15.9), (1.00, 0.05)),
+                3: ((866.6, 12.1), (0.90, 0.04)),
+                4: ((820.2, 25.5), (1.15, 0.14)),
+            },
+        }.items()
     },
+    paper_iterations=500_000,
+    paper_trials=50,
+    num_samples_note=(
+        "Modes: the 1,000 digit triples the shipped MNIST classifier finds in 25,600 samples "
+        "(each channel's argmax); KL: of their histogram to uniform; FID and classifier score "
+        "against the Stacked-MNIST test set (PacGAN reports modes and KL only)."
+    ),
+)
+TABLES = {1: TABLE1, 3: TABLE3}
+MODES = {"ring": 8, "grid": 25, "half": 1000, "quarter": 1000}
+DEFAULTS = {  # --trials, --budgets, --packs per table
+    1: (10, [1000, 2000, 4000], [1, 2, 3, 4]),
+    3: (3, [2500, 5000, 10000], [1, 2]),
 }
-PAPER_ITERATIONS = 400_000
+
+
+def readme_markers(number: int) -> tuple[str, str]:
+    return f"<!-- pacgan-table{number}:start -->", f"<!-- pacgan-table{number}:end -->"
 
 
 def _results_helpers():
@@ -68,18 +161,25 @@ def _results_helpers():
     return runpy.run_path(str(REPO / "experiments" / "results.py"))
 
 
-def row_name(mixture: str, pack: int) -> str:
-    return f"{mixture}_pack{pack}"
+def row_name(variant: str, pack: int) -> str:
+    return f"{variant}_pack{pack}"
 
 
 def train_row(
-    mixture: str, pack: int, *, trials: int, budgets: list[int], workdirs: Path, out: Path
+    table: Table,
+    variant: str,
+    pack: int,
+    *,
+    trials: int,
+    budgets: list[int],
+    workdirs: Path,
+    out: Path,
 ) -> dict[str, Any]:
     """Trains (or resumes) one row through every budget; returns and writes its record."""
     from gan_jax import train
 
     helpers = _results_helpers()
-    name = row_name(mixture, pack)
+    name = row_name(variant, pack)
     path = out / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
     if record["budgets"] and record["trials"] != trials:
@@ -89,11 +189,13 @@ def train_row(
             "for: pass the same --trials, or another --out (and --workdirs) for a new table"
         )
     workdir = workdirs / name
+    keys = [metric.key for metric in table.metrics]
     for budget in sorted(budgets):
         if str(budget) in record["budgets"]:
             print(f"{name}: {budget:,} iterations done before ({path})", flush=True)
             continue
-        config = runpy.run_path(str(EXPERIMENT))["get_config"](mixture)
+        experiment = REPO / "experiments" / table.experiment
+        config = runpy.run_path(str(experiment))["get_config"](variant)
         config.pack = pack
         config.num_seeds = trials
         config.num_steps = budget
@@ -106,17 +208,17 @@ def train_row(
         if trials == 1:  # one run: no combine_runs, so no s.e.
             result = {**result, "sem": {}, "runs": [{"run_seed": int(config.seed), **result}]}
         record["budgets"][str(budget)] = {
-            "metrics": {key: result[key] for key, _ in METRICS},
-            "sem": {key: result["sem"].get(key) for key, _ in METRICS},
+            "metrics": {key: result[key] for key in keys},
+            "sem": {key: result["sem"].get(key) for key in keys},
             "runs": [
-                {"run_seed": run["run_seed"], **{key: run[key] for key, _ in METRICS}}
+                {"run_seed": run["run_seed"], **{key: run[key] for key in keys}}
                 for run in result["runs"]
             ],
             "floor": result.get("floor"),
             "segment_wall_time_s": round(seconds, 1),
         }
         record.update(
-            mixture=mixture,
+            variant=variant,
             pack=pack,
             trials=trials,
             num_samples=result["num_samples"],
@@ -130,95 +232,112 @@ def train_row(
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, path)
-        metrics = record["budgets"][str(budget)]["metrics"]
+        entry = record["budgets"][str(budget)]
         print(
-            f"{name} at {budget:,}: modes {metrics['modes_covered']:.1f}, high quality "
-            f"{100 * metrics['high_quality']:.1f}%, reverse KL {metrics['reverse_kl']:.3f} "
-            f"({seconds / 60:.1f} min)",
+            f"{name} at {budget:,}: {', '.join(_row_cells(table, entry))} ({seconds / 60:.1f} min)",
             flush=True,
         )
     return record
 
 
-def _cell(mean: float | None, sem: float | None, decimals: int, scale: float = 1.0) -> str:
+def _cell(mean: float | None, sem: float | None, metric: Metric) -> str:
     if mean is None:
         return "–"
+    digits, scale = metric.decimals, metric.scale
     if sem is None:
-        return f"{scale * mean:.{decimals}f}"
-    return f"{scale * mean:.{decimals}f} ± {scale * sem:.{decimals}f}"
+        return f"{scale * mean:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {scale * sem:.{digits}f}"
 
 
-def _row_cells(entry: dict[str, Any]) -> list[str]:
+def _row_cells(table: Table, entry: dict[str, Any]) -> list[str]:
+    return [
+        _cell(entry["metrics"][metric.key], entry["sem"].get(metric.key), metric)
+        for metric in table.metrics
+    ]
+
+
+def _paper_cells(table: Table, variant: str, pack: int) -> list[str]:
+    row = table.paper.get(variant, {}).get(pack, {})
     cells = []
-    for key, decimals in METRICS:
-        scale = 100.0 if key == "high_quality" else 1.0
-        cells.append(_cell(entry["metrics"][key], entry["sem"].get(key), decimals, scale))
+    for metric in table.metrics:
+        if metric.key in row:
+            mean, sem = row[metric.key]
+            cells.append(f"{mean} ± {sem}")
+        else:
+            cells.append("–")
     return cells
 
 
-def format_table(records: dict[tuple[str, int], dict[str, Any]]) -> str:
+def _variant(record: dict[str, Any]) -> str:
+    return record.get("variant") or record["mixture"]  # rows written before Table 3 existed
+
+
+def format_table(table: Table, records: dict[tuple[str, int], dict[str, Any]]) -> str:
     """Markdown: PacGAN's rows beside gan_jax's at its largest budget, then the budget sweep."""
-    mixtures = [m for m in ("ring", "grid") if any(k[0] == m for k in records)]
+    variants = [v for v in table.variants if any(k[0] == v for k in records)]
     packs = sorted({k[1] for k in records})
     header = ["", "iterations"]
-    for mixture in mixtures:
-        n = MODES[mixture]
-        header += [f"{mixture} modes (of {n})", f"{mixture} HQ %", f"{mixture} rev. KL"]
+    for variant in variants:
+        label = table.variant_labels[variant]
+        header += [
+            f"{label} {metric.label.format(modes=MODES[variant])}" for metric in table.metrics
+        ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for pack in packs:
         label = "GAN" if pack == 1 else f"PacGAN{pack}"
-        paper = [f"{label}, paper", f"{PAPER_ITERATIONS:,}"]
-        ours: list[str] | None = None
-        for mixture in mixtures:
-            (modes, hq, kl) = PAPER_TABLE1[mixture][pack]
-            paper += [f"{modes[0]} ± {modes[1]}", f"{hq[0]} ± {hq[1]}", f"{kl[0]} ± {kl[1]}"]
+        paper = [f"{label}, paper", f"{table.paper_iterations:,}"]
+        for variant in variants:
+            paper += _paper_cells(table, variant, pack)
+        lines.append("| " + " | ".join(paper) + " |")
         budgets = sorted(
-            {int(b) for (m, p), r in records.items() if p == pack for b in r["budgets"]}
+            {int(b) for (_, p), r in records.items() if p == pack for b in r["budgets"]}
         )
         if budgets:
             top = budgets[-1]
             ours = [f"{label}, gan_jax", f"{top:,}"]
-            for mixture in mixtures:
-                record = records.get((mixture, pack))
+            for variant in variants:
+                record = records.get((variant, pack))
                 entry = record["budgets"].get(str(top)) if record else None
-                ours += _row_cells(entry) if entry else ["–"] * 3
-        lines.append("| " + " | ".join(paper) + " |")
-        if ours:
+                ours += _row_cells(table, entry) if entry else ["–"] * len(table.metrics)
             lines.append("| " + " | ".join(ours) + " |")
-    notes = [
+    lines += [
         "",
-        "Mean ± standard error over the trials (PacGAN's rows: their Table 1, 10 trials, "
-        f"{PAPER_ITERATIONS:,} iterations). HQ: samples within 3 std of their nearest mode; "
-        "modes: modes with a high-quality sample; rev. KL: KL of the high-quality samples' "
-        "mode histogram to uniform; 2,500 samples per trial.",
+        f"Mean ± standard error over the trials (PacGAN's rows: their Table {_number(table)}, "
+        f"{table.paper_trials} trials, {table.paper_iterations:,} iterations). "
+        + table.num_samples_note,
     ]
-    # The floor depends on the mixture alone: any row's first budget holds it.
-    by_mixture = {
-        r["mixture"]: next(iter(r["budgets"].values()))["floor"] for r in records.values()
-    }
-    if by_mixture:
-        notes.append(
-            "Real data (2,500 test points): "
-            + "; ".join(
-                f"{m} {f['modes_covered']} modes, HQ {100 * f['high_quality']:.1f}%, rev. KL "
-                f"{f['reverse_kl']:.3f}"
-                for m, f in sorted(by_mixture.items())
-            )
-            + "."
-        )
-    lines += notes
+    # The floor depends on the variant's data alone: any row's first budget holds it.
+    floors = {_variant(r): next(iter(r["budgets"].values()))["floor"] for r in records.values()}
+    floors = {variant: floor for variant, floor in floors.items() if floor}
+    if floors:
+        described = []
+        for variant in (v for v in table.variants if v in floors):
+            cells = [
+                f"{metric.label.format(modes=MODES[variant])} "
+                + _cell(
+                    floors[variant][metric.key], None, metric._replace(decimals=metric.decimals + 1)
+                )
+                for metric in table.metrics
+                if metric.key in floors[variant]
+            ]
+            described.append(f"{table.variant_labels[variant]}: {', '.join(cells)}")
+        lines.append("Real data (the test split): " + "; ".join(described) + ".")
     # The sweep: every row at every budget, with the wall time of the segment up to it.
-    lines += ["", "| row | iterations | modes | HQ % | rev. KL | trials | wall time (cumulative) |"]
-    lines.append("|---|---|---|---|---|---|---|")
-    for (mixture, pack), record in sorted(records.items()):
+    columns = [metric.label.split(" (")[0] for metric in table.metrics]
+    lines += [
+        "",
+        "| row | iterations | " + " | ".join(columns) + " | trials | wall time (cumulative) |",
+        "|" + "---|" * (len(columns) + 4),
+    ]
+    for (variant, pack), record in sorted(records.items()):
         total = 0.0
         for budget in sorted(record["budgets"], key=int):
             entry = record["budgets"][budget]
             total += entry["segment_wall_time_s"]
-            cells = _row_cells(entry)
             lines.append(
-                f"| {mixture}, pack {pack} | {int(budget):,} | {' | '.join(cells)} | "
-                f"{record['trials']} | {total / 60:.1f} min |"
+                f"| {table.variant_labels[variant]}, pack {pack} | {int(budget):,} | "
+                f"{' | '.join(_row_cells(table, entry))} | {record['trials']} | "
+                f"{total / 60:.1f} min |"
             )
     machines = sorted(
         {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records.values()}
@@ -226,16 +345,24 @@ def format_table(records: dict[tuple[str, int], dict[str, Any]]) -> str:
     lines += [
         "",
         f"Machine: {'; '.join(machines)}. All trials of a row train together in one process "
-        "(config.num_seeds). Regenerate: `python experiments/pacgan_tables.py`.",
+        "(config.num_seeds). Regenerate: `python experiments/pacgan_tables.py"
+        + ("" if table is TABLE1 else f" --table {_number(table)}")
+        + "`.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def load_records(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+def _number(table: Table) -> int:
+    return next(number for number, candidate in TABLES.items() if candidate is table)
+
+
+def load_records(table: Table, out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows of `table` in `out`, keyed by (variant, pack)."""
     records = {}
     for path in sorted(out.glob("*_pack*.json")):
         record = json.loads(path.read_text())
-        records[(record["mixture"], int(record["pack"]))] = record
+        if _variant(record) in table.variants:
+            records[(_variant(record), int(record["pack"]))] = record
     return records
 
 
@@ -253,42 +380,57 @@ def _int_list(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mixtures", default="ring,grid")
-    parser.add_argument("--packs", type=_int_list, default=[1, 2, 3, 4])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--budgets", type=_int_list, default=[1000, 2000, 4000])
+    parser.add_argument("--table", type=int, choices=sorted(TABLES), default=1)
+    parser.add_argument(
+        "--variants",
+        "--mixtures",
+        default=None,
+        help="Table 1: ring and/or grid (default both); Table 3: half and/or quarter "
+        "(default half)",
+    )
+    parser.add_argument("--packs", type=_int_list, default=None)
+    parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--budgets", type=_int_list, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "pacgan")
     parser.add_argument("--workdirs", type=Path, default=REPO / "workdirs" / "pacgan_tables")
     parser.add_argument("--update-readme", "--update_readme", action="store_true")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--table_only", "--table-only", action="store_true")
     args = parser.parse_args(argv)
-    mixtures = [m.strip() for m in args.mixtures.split(",") if m.strip()]
-    unknown = [m for m in mixtures if m not in MODES]
-    if unknown or not mixtures:
-        parser.error(f"--mixtures takes ring and/or grid, got {args.mixtures!r}")
-    if args.trials < 1:
+    table = TABLES[args.table]
+    default_trials, default_budgets, default_packs = DEFAULTS[args.table]
+    text = args.variants or ("ring,grid" if table is TABLE1 else "half")
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    if not variants or any(v not in table.variants for v in variants):
+        parser.error(
+            f"--variants of Table {args.table} takes {' and/or '.join(table.variants)}, "
+            f"got {text!r}"
+        )
+    trials = default_trials if args.trials is None else args.trials
+    if trials < 1:
         parser.error("--trials must be at least 1")
     if not args.table_only:
-        for mixture in mixtures:
-            for pack in args.packs:
+        for variant in variants:
+            for pack in args.packs or default_packs:
                 train_row(
-                    mixture,
+                    table,
+                    variant,
                     pack,
-                    trials=args.trials,
-                    budgets=args.budgets,
+                    trials=trials,
+                    budgets=args.budgets or default_budgets,
                     workdirs=args.workdirs,
                     out=args.out,
                 )
-    records = load_records(args.out)
+    records = load_records(table, args.out)
     if not records:
-        raise SystemExit(f"error: no rows in {args.out}; train some first")
-    table = format_table(records)
-    (args.out / TABLE_FILE).write_text(table)
-    print(table, end="")
+        raise SystemExit(f"error: no rows of Table {args.table} in {args.out}; train some first")
+    markdown = format_table(table, records)
+    (args.out / f"table{args.table}.md").write_text(markdown)
+    print(markdown, end="")
     if args.update_readme:
+        start_marker, end_marker = readme_markers(args.table)
         _results_helpers()["update_readme"](
-            args.readme, table, start_marker=README_START, end_marker=README_END
+            args.readme, markdown, start_marker=start_marker, end_marker=end_marker
         )
         print(f"updated {args.readme}")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact", "pacgan_mlp")
+MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact", "pacgan_mlp", "unrolled_dcgan")
 # Datasets of 2-D points (gan_jax.data.mixtures), which only the pacgan_mlp family models.
 POINT_DATASETS = ("ring", "grid")
 LOSS_NAMES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
@@ -39,8 +39,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Model: family, sizes, image shape (H, W, C). Widths are the family's base width:
     # hidden units for seed_mlp, base channels for dcgan (G uses 4w, 2w, w; D uses w, 2w) and
     # dcgan_compact (G 2w, w; D w, 2w), hidden units for pacgan_mlp (G: 4 layers of w; D: 3
-    # maxout layers of w units, 5 pieces each). image_shape is a point's shape, (2,), for
-    # pacgan_mlp.
+    # maxout layers of w units, 5 pieces each), base channels for unrolled_dcgan (G 8w, 4w, 2w,
+    # w; D w, 2w, 4w: Unrolled GAN's Stacked MNIST models have G w = 8 and D w = 2 or 4).
+    # image_shape is a point's shape, (2,), for pacgan_mlp.
     config.model = "dcgan"
     config.latent_dim = 100
     config.image_shape = (28, 28, 1)
@@ -85,6 +86,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.mnist_dir = ""  # a directory of the four MNIST IDX files; "" reads $GAN_JAX_MNIST_DIR
     # Builds Stacked MNIST and the 2-D mixtures' points; fixed, so runs of any seed share the data.
     config.dataset_seed = 0
+    # stacked_mnist only: make each real image at each step from 3 MNIST training digits drawn
+    # then (the Unrolled-GAN setup of PacGAN's Table 3) instead of reading the fixed 128,000
+    # stacked images. The digits are a pure function of (seed, step) like any batch.
+    config.stack_on_the_fly = False
 
     return add_loop_defaults(config)
 
@@ -99,6 +104,7 @@ LATER_KEYS = {
     "ema_standing_stats_batches": 8,  # sampling only: old EMA runs get statistics of their own too
     "num_seeds": 1,  # runs saved before stacks existed hold one run
     "pack": 1,
+    "stack_on_the_fly": False,
 }
 
 
@@ -107,6 +113,12 @@ def setting(config: ml_collections.ConfigDict, key: str):
     if key in config:
         return config[key]
     return LATER_KEYS[key]
+
+
+def digits_per_image(config: ml_collections.ConfigDict) -> int:
+    """MNIST digits the loop draws per real image: 3 with stack_on_the_fly (each image is
+    stacked at its step), else 1 (the dataset's images are read as they are)."""
+    return 3 if setting(config, "stack_on_the_fly") else 1
 
 
 def real_images_per_step(config: ml_collections.ConfigDict) -> int:
@@ -162,6 +174,35 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"pacgan_mlp models those alone; got model {config.model!r} with dataset "
         f"{config.get('dataset')!r}",
     )
+    on_the_fly = setting(config, "stack_on_the_fly")
+    _check(
+        isinstance(on_the_fly, bool),
+        "stack_on_the_fly",
+        f"must be True or False, got {on_the_fly!r}",
+    )
+    _check(
+        not on_the_fly or config.get("dataset") == "stacked_mnist",
+        "stack_on_the_fly",
+        "stacks MNIST digits into Stacked MNIST images; it needs dataset 'stacked_mnist', got "
+        f"{config.get('dataset')!r}",
+    )
+    _check(
+        not on_the_fly or int(config.num_classes) == 0,
+        "stack_on_the_fly",
+        "stacked on the fly, the images have no class labels for a conditional model; set "
+        f"num_classes=0 (it is {config.num_classes})",
+    )
+    _check(
+        not on_the_fly or shape == (28, 28, 3),
+        "image_shape",
+        f"stack_on_the_fly makes 28x28 images of 3 digits: image_shape (28, 28, 3), got {shape}",
+    )
+    if config.model == "unrolled_dcgan":
+        _check(
+            shape[:2] == (28, 28),
+            "image_shape",
+            f"unrolled_dcgan makes 28x28 images (4 -> 7 -> 14 -> 28), got {shape}",
+        )
     for key in ("latent_dim", "g_width", "d_width", "batch_size", "num_steps"):
         _check(int(config[key]) > 0, key, f"must be a positive integer, got {config[key]!r}")
     _check(int(config.n_critic) >= 1, "n_critic", f"must be at least 1, got {config.n_critic!r}")

@@ -55,9 +55,13 @@ def local_batch_indices(
 ) -> jax.Array:
     """This device's rows of the global batches at each of `steps` [k]: int32 [k, local batch],
     or [k, local batch, n_critic] when config.n_critic > 1 (`data.step_batch_indices`; all rows
-    when `axis_name` is None). `data_seed` (may be traced) defaults to config.seed."""
+    when `axis_name` is None). `data_seed` (may be traced) defaults to config.seed.
+
+    With config.stack_on_the_fly each image is drawn as 3 digits: a trailing axis of 3,
+    [k, local batch, (n_critic,) 3], for `data.stack_digits` (see gan_jax.data.sampling)."""
     # batch_size counts packs: a step reads pack images per pack (gan_jax.packing).
-    global_batch = config.batch_size * int(config_lib.setting(config, "pack"))
+    digits = config_lib.digits_per_image(config)
+    global_batch = config.batch_size * int(config_lib.setting(config, "pack")) * digits
     local = global_batch
     offset = 0
     if axis_name is not None:
@@ -72,7 +76,12 @@ def local_batch_indices(
         offset=offset,
         size=local,
     )
-    return jax.vmap(indices)(steps)
+    drawn = jax.vmap(indices)(steps)  # [k, local (, n_critic)]
+    if digits == 1:
+        return drawn
+    # Image i's digits are draws digits*i .. digits*i + digits - 1 of its batch.
+    drawn = drawn.reshape(drawn.shape[0], local // digits, digits, *drawn.shape[2:])
+    return jnp.moveaxis(drawn, 2, -1)
 
 
 def _has_convolution(jaxpr: jax.extend.core.Jaxpr) -> bool:
@@ -136,7 +145,7 @@ def multi_step(
     # Likewise the noise: on CPU, threefry inside the loop ran as a rolled loop of tiny ops on
     # one step's [B, latent] array at a time, about 5% of a seed_mlp step. Drawn for all steps
     # at once it is the same bits (tests/test_fused.py checks seed_mlp bitwise).
-    local_batch = all_indices.shape[1]
+    local_batch = all_indices.shape[1]  # images (not digits) this device reads a step
     noise_bytes = num_steps * config.n_critic * local_batch * (config.latent_dim + 1) * 4
     all_noise = None
     if noise_bytes <= NOISE_AHEAD_MAX_BYTES:
@@ -148,6 +157,8 @@ def multi_step(
     def body(state, xs):
         indices, noise = xs
         batch = data.gather_batch(images, labels, indices, pixel_range=models.pixel_range)
+        if config_lib.digits_per_image(config) > 1:
+            batch = data.stack_digits(batch)
         return train_step(
             state,
             batch,

@@ -6,8 +6,10 @@ labels) to one real-valued logit per image, [B]. Both take a field `axis_name`: 
 that depend on the batch (BatchNorm) reduce over that device axis, so a data-parallel step sees
 the statistics of the global batch.
 
-Discriminators here have no batch-dependent layers, so the train step may score real and fake
-images in one concatenated call; keep that property (or change the step) when adding one.
+One discriminator has a batch-dependent layer: `UnrolledGANDiscriminator` (BatchNorm). The
+train step scores real and fake images in one concatenated call when the discriminator has no
+"batch_stats" collection and in two calls, each batch normalised by its own statistics, when it
+has (gan_jax.step).
 
 Spectral normalisation (`spectral_norm=True`, Miyato et al. 2018): every discriminator layer
 with a kernel (convolutions, dense layers, the logit and, when conditional, the projection
@@ -499,6 +501,120 @@ class MaxoutDiscriminator(nn.Module):
         return _projection_logit(h, labels, self.num_classes, normed, kernel_init=_PACGAN_INIT)
 
 
+# Unrolled GAN's Stacked MNIST models as PacGAN's code builds them (fjxmlzn/PacGAN,
+# stacked_MNIST_experiments/unrolled_GAN_experiment/*/model.py), with the DCGAN-tensorflow ops
+# it imports: kernels from N(0, 0.02^2) (truncated for D's convolutions), biases 0, BatchNorm
+# with epsilon 1e-5 and running averages of momentum 0.9.
+_UNROLLED_INIT = nn.initializers.normal(stddev=0.02)
+_UNROLLED_CONV_INIT = nn.initializers.truncated_normal(stddev=0.02)
+
+
+class UnrolledGANGenerator(nn.Module):
+    """Unrolled GAN's Stacked-MNIST generator (Metz et al. 2017, as in PacGAN's Table 3).
+
+    z [B, latent] → Dense(4·4·8w) → BN → ReLU → [ConvT(c, 3×3, s2) → BN → ReLU] for c = 4w,
+    2w, w (4 → 7 → 14 → 28) → Conv(C, 3×3, s1) → tanh: images [B, 28, 28, C] in [-1, 1].
+    PacGAN: w = 8 (64, 32, 16, 8 channels), latent 256. The transposed convolutions are
+    TensorFlow's deconv2d to output sizes 7, 14, 28 with "SAME" padding: the dilated input is
+    padded (1, 1) for 4 → 7 and (2, 1) for the doublings (the adjoint of a SAME stride-2
+    convolution of those sizes). Layers before a BatchNorm have no bias (it would cancel).
+    """
+
+    image_shape: tuple[int, int, int]
+    width: int = 8
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+    bn_momentum: float = 0.9  # 0 for standing statistics (see `standing_statistics`)
+
+    @nn.compact
+    def __call__(
+        self, z: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        def normalise(x: jax.Array) -> jax.Array:
+            return nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
+            )(x)
+
+        h = _condition_latent(z, labels, self.num_classes)
+        h = nn.Dense(
+            4 * 4 * 8 * self.width, use_bias=False, dtype=self.dtype, kernel_init=_UNROLLED_INIT
+        )(h)
+        h = nn.relu(normalise(h.reshape((z.shape[0], 4, 4, 8 * self.width))))
+        for features, pads in (
+            (4 * self.width, (1, 1)),
+            (2 * self.width, (2, 1)),
+            (self.width, (2, 1)),
+        ):
+            h = layers.ConvTranspose(
+                features,
+                (3, 3),
+                strides=(2, 2),
+                padding=(pads, pads),
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=_UNROLLED_INIT,
+            )(h)
+            h = nn.relu(normalise(h))
+        h = nn.Conv(
+            self.image_shape[-1],
+            (3, 3),
+            padding="SAME",
+            dtype=self.dtype,
+            kernel_init=_UNROLLED_CONV_INIT,
+        )(h)
+        return jnp.tanh(h.astype(jnp.float32))
+
+
+class UnrolledGANDiscriminator(nn.Module):
+    """Unrolled GAN's Stacked-MNIST discriminator (as in PacGAN's Table 3).
+
+    [Conv(c, 3×3, s2) → BN → LReLU(0.3)] for c = w, 2w, 4w (28 → 14 → 7 → 4) → Dense(1), a
+    logit. PacGAN: w = 2 ("D = 1/4 G") or 4 ("D = 1/2 G"); packs of m widen only the first
+    convolution's input (3m channels). BatchNorm makes the logits depend on the batch: the
+    train step normalises real and fake batches separately, as PacGAN's code does.
+    `spectral_norm`: spectrally normalise every convolution and the logit layer.
+    """
+
+    width: int = 4
+    num_classes: int = 0
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+    spectral_norm: bool = False
+    sn_power_iterations: int = 1
+
+    @nn.compact
+    def __call__(
+        self, images: jax.Array, labels: jax.Array | None = None, *, train: bool = True
+    ) -> jax.Array:
+        normed = SpectralNormed(self.spectral_norm, self.sn_power_iterations, train)
+        h = images.astype(self.dtype)
+        for features in (self.width, 2 * self.width, 4 * self.width):
+            conv = Conv(
+                features,
+                (3, 3),
+                strides=(2, 2),
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=_UNROLLED_CONV_INIT,
+            )
+            h = normed(conv)(h)
+            h = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
+            )(h)
+            h = _leaky_relu(h)
+        h = h.reshape((h.shape[0], -1))
+        return _projection_logit(h, labels, self.num_classes, normed, kernel_init=_UNROLLED_INIT)
+
+
 def build_models(config: ml_collections.ConfigDict) -> Models:
     """Builds the generator and discriminator that `config.model` names."""
     config_lib.validate_config(config)
@@ -537,6 +653,12 @@ def build_models(config: ml_collections.ConfigDict) -> Models:
             generator=MixtureGenerator(sample_shape=image_shape, width=config.g_width, **common),
             discriminator=MaxoutDiscriminator(width=config.d_width, **common, **spectral),
             pixel_range=IDENTITY,
+        )
+    if config.model == "unrolled_dcgan":
+        return Models(
+            generator=UnrolledGANGenerator(image_shape=image_shape, width=config.g_width, **common),
+            discriminator=UnrolledGANDiscriminator(width=config.d_width, **common, **spectral),
+            pixel_range="symmetric",
         )
     raise AssertionError(f"validate_config admitted unknown model {config.model!r}")
 

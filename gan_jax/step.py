@@ -205,11 +205,21 @@ def discriminator_update(
         return apply_model(discriminator, d_params, state.d_state, images, image_labels, train=True)
 
     def d_loss_fn(d_params):
-        # Real and fake in one call: the discriminators have no batch-dependent layers.
-        both = jnp.concatenate([real, fake.astype(real.dtype)], axis=0)
-        both_labels = None if labels is None else jnp.concatenate([labels, labels], axis=0)
-        logits, d_state = d_logits(d_params, both, both_labels)
-        real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+        if "batch_stats" in state.d_state:
+            # BatchNorm in D (unrolled_dcgan): each batch normalised by its own statistics, as
+            # DCGAN and PacGAN's code do; the running averages see real, then fake.
+            real_logits, d_state = apply_model(
+                discriminator, d_params, state.d_state, real, labels, train=True
+            )
+            fake_logits, d_state = apply_model(
+                discriminator, d_params, d_state, fake.astype(real.dtype), labels, train=True
+            )
+        else:
+            # One call: without batch-dependent layers the logits are those of two.
+            both = jnp.concatenate([real, fake.astype(real.dtype)], axis=0)
+            both_labels = None if labels is None else jnp.concatenate([labels, labels], axis=0)
+            logits, d_state = d_logits(d_params, both, both_labels)
+            real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
         adversarial = objective.d_loss(real_logits, fake_logits)
 
         def logit_fn(images):

@@ -286,18 +286,24 @@ class LogMirror:
 
 
 def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+    """The split the loop samples from: the dataset's training images, or with
+    config.stack_on_the_fly the MNIST digits that each step stacks into its images."""
+    image_shape = tuple(config.image_shape)
+    dataset = config.dataset
+    if config_lib.digits_per_image(config) > 1:
+        dataset, image_shape = "mnist", (*image_shape[:2], 1)
     images, labels = data.load_split(
-        config.dataset,
+        dataset,
         "train",
         data_dir=config.data_dir or None,
-        image_shape=tuple(config.image_shape),
+        image_shape=image_shape,
         seed=config.dataset_seed,
         mnist_dir=config.mnist_dir or None,
         # Processes of one run may share the data directory: none rebuilds it behind another's
         # back (they stop with the message that says how to rebuild it).
         repair=jax.process_count() == 1,
     )
-    if tuple(images.shape[1:]) != tuple(config.image_shape):
+    if tuple(images.shape[1:]) != image_shape:
         raise config_lib.ConfigError(
             f"config.image_shape is {tuple(config.image_shape)} but config.dataset="
             f"{config.dataset!r} holds images of shape {tuple(images.shape[1:])}"

@@ -37,6 +37,7 @@ from gan_jax.data.sampling import (
     batch_indices,
     gather_batch,
     sample_batch,
+    stack_digits,
     step_batch_indices,
     to_device,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "mixture",
     "mnist_builder",
     "sample_batch",
+    "stack_digits",
     "step_batch_indices",
     "to_device",
 ]

@@ -16,6 +16,11 @@ discriminator updates draws one batch per update: update i of step s takes the b
 number s * n_critic + i (`step_batch_indices`), so examples still run on in order, each epoch
 visits every example once, and n_critic = 1 is exactly the one batch a step above.
 
+Stacked MNIST on the fly (`config.stack_on_the_fly`). Each real image is k = 3 MNIST digits
+drawn at its step: the batch of B images reads the k * B digits of `batch_indices` with batch
+size k * B, image i taking digits k*i .. k*i + k - 1 (`stack_digits` stacks them as channels).
+So every epoch still visits each digit once, and the draw is a pure function of (seed, step).
+
 Data parallelism. Under `jax.jit` with a sharded batch, call these as they are. Inside
 `jax.shard_map` / `jax.pmap`, where each device builds only its part of the global batch, pass
 `offset=lax.axis_index(axis) * local` and `size=local` (local = batch_size // num_devices): the
@@ -257,6 +262,23 @@ def sample_batch(
         size=size,
     )
     return gather_batch(images, labels, indices, pixel_range=pixel_range)
+
+
+def stack_digits(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Stacked MNIST made on the fly: k digits per image become its k channels.
+
+    batch: {"image": f32 [*I, k, H, W, 1], "label": int32 [*I, k]}, e.g. `gather_batch` of
+    indices [*I, k] into MNIST. Returns {"image": [*I, H, W, k], "label": [*I]}: digit j fills
+    channel j and the label is sum_j digit_j * 10**(k - 1 - j) (100 a + 10 b + c for k = 3, as
+    `stacked_mnist.make_stacked_mnist` labels its images).
+    """
+    images, labels = batch["image"], batch["label"]
+    k = labels.shape[-1]
+    weights = jnp.asarray([10 ** (k - 1 - j) for j in range(k)], jnp.int32)
+    return {
+        "image": jnp.moveaxis(images[..., 0], -3, -1),
+        "label": jnp.sum(labels * weights, axis=-1, dtype=jnp.int32),
+    }
 
 
 def replicated_sharding() -> jax.sharding.NamedSharding:
