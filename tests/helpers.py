@@ -56,6 +56,9 @@ def tiny_config(model: str = "seed_mlp", **overrides):
     if model in ("dcgan", "dcgan_compact"):
         config.g_width = config.d_width = 8
         config.latent_dim = 16
+    elif model == "unrolled_dcgan":
+        config.g_width, config.d_width = 4, 2
+        config.latent_dim = 16
     else:
         config.g_width = config.d_width = 32
         config.latent_dim = 16

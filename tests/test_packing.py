@@ -65,7 +65,9 @@ def _d_logits(models, state, images):
     return logits
 
 
-@pytest.mark.parametrize(("model", "m"), [("seed_mlp", 2), ("seed_mlp", 3), ("dcgan", 2)])
+@pytest.mark.parametrize(
+    ("model", "m"), [("seed_mlp", 2), ("seed_mlp", 3), ("dcgan", 2), ("unrolled_dcgan", 2)]
+)
 def test_discriminator_judges_the_packs_of_consecutive_samples(model, m):
     """The step's losses and penalties are those of D on packs built by hand: only a pack made
     of the right samples in the right order gives D's first layer the same input."""
@@ -122,7 +124,7 @@ def test_discriminator_judges_the_packs_of_consecutive_samples(model, m):
     )
 
 
-@pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
+@pytest.mark.parametrize("model", ["seed_mlp", "dcgan", "unrolled_dcgan"])
 def test_only_the_first_discriminator_layer_grows(model):
     def d_shapes(m):
         config = tiny_config(model, pack=m)

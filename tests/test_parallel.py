@@ -42,7 +42,17 @@ RUNS = {
     "dcgan": ("dcgan", {}),
     "dcgan_sn": ("dcgan", SN_CRITIC),
     "seed_mlp_pack_gp": ("seed_mlp", PACK_GP),
+    # BatchNorm in D, real and fake normalised separately, with packs of 2: D's statistics too
+    # must be those of the global batch.
+    "unrolled_pack": ("unrolled_dcgan", dict(pack=2)),
 }
+# Per-run tolerance of the pmap / single-device comparison (1e-5 unless named). unrolled_pack,
+# measured: parameters and statistics agree to 1.4e-6; the worst leaf, 2.8e-5, is the Adam first
+# moment of D's first BatchNorm scale, whose gradient (7e-5 at initialisation, with weights from
+# N(0, 0.02^2)) is a near-cancelling sum over the batch, and the next, 1.9e-5, that of G's last
+# bias (a sum over every output pixel). With D's statistics left unsynced (16 examples a device)
+# the same leaves miss by a relative 4-5.
+RTOL = {"unrolled_pack": 5e-5}
 
 
 def _setup(run):
@@ -113,9 +123,10 @@ def test_pmap_matches_single_device(runs):
     # statistics of 16 examples would miss those of the 64 by far more than 1e-5.
     family, _ = RUNS[runs["model"]]
     assert bool(single_state.g_state) == (family != "seed_mlp")
-    assert bool(single_state.d_state) == (runs["model"] == "dcgan_sn")
-    assert_trees_close(parallel.unreplicate(p_state), single_state, rtol=1e-5)
-    assert_trees_close(parallel.unreplicate(p_metrics), single_metrics, rtol=1e-5)
+    assert bool(single_state.d_state) == (runs["model"] in ("dcgan_sn", "unrolled_pack"))
+    rtol = RTOL.get(runs["model"], 1e-5)
+    assert_trees_close(parallel.unreplicate(p_state), single_state, rtol=rtol)
+    assert_trees_close(parallel.unreplicate(p_metrics), single_metrics, rtol=rtol)
 
 
 def test_pmap_replicas_stay_identical(runs):
