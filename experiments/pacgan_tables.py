@@ -37,6 +37,7 @@ G, m = 1) about 37 alone.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -161,8 +162,43 @@ def _results_helpers():
     return runpy.run_path(str(REPO / "experiments" / "results.py"))
 
 
-def row_name(variant: str, pack: int) -> str:
-    return f"{variant}_pack{pack}"
+def row_name(variant: str, pack: int, extra: str = "") -> str:
+    """`<variant>_pack<m>`, then the extra settings (`--set`) as `_key-value` parts."""
+    name = f"{variant}_pack{pack}"
+    for setting in filter(None, extra.split(", ")):
+        name += "_" + setting.replace("=", "-")
+    return name
+
+
+def parse_settings(settings: list[str]) -> dict[str, Any]:
+    """`--set key=value` words -> {key: value}, values read as Python literals when they are
+    (numbers, True / False, strings in quotes), else kept as text."""
+    parsed = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set takes key=value (a config key), got {setting!r}")
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text
+    return parsed
+
+
+def extra_label(settings: dict[str, Any]) -> str:
+    """The settings as a row label: "" for PacGAN's own setup."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(settings.items()))
+
+
+def _apply(config, settings: dict[str, Any]) -> None:
+    for key, value in settings.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        if leaf not in node:
+            raise SystemExit(f"error: --set {key}: the experiment's config has no such key")
+        node[leaf] = value
 
 
 def train_row(
@@ -174,12 +210,17 @@ def train_row(
     budgets: list[int],
     workdirs: Path,
     out: Path,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Trains (or resumes) one row through every budget; returns and writes its record."""
+    """Trains (or resumes) one row through every budget; returns and writes its record.
+
+    `settings`: config overrides beyond PacGAN's setup (`--set`), which make a row of their own.
+    """
     from gan_jax import train
 
+    settings = settings or {}
     helpers = _results_helpers()
-    name = row_name(variant, pack)
+    name = row_name(variant, pack, extra_label(settings))
     path = out / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
     if record["budgets"] and record["trials"] != trials:
@@ -197,6 +238,7 @@ def train_row(
         experiment = REPO / "experiments" / table.experiment
         config = runpy.run_path(str(experiment))["get_config"](variant)
         config.pack = pack
+        _apply(config, settings)
         config.num_seeds = trials
         config.num_steps = budget
         config.checkpoint_every = min(int(config.checkpoint_every), budget)
@@ -220,6 +262,8 @@ def train_row(
         record.update(
             variant=variant,
             pack=pack,
+            extra=extra_label(settings),
+            settings=settings,
             trials=trials,
             num_samples=result["num_samples"],
             machine=helpers["machine"](),
@@ -272,10 +316,14 @@ def _variant(record: dict[str, Any]) -> str:
     return record.get("variant") or record["mixture"]  # rows written before Table 3 existed
 
 
-def format_table(table: Table, records: dict[tuple[str, int], dict[str, Any]]) -> str:
-    """Markdown: PacGAN's rows beside gan_jax's at its largest budget, then the budget sweep."""
+Key = tuple[str, int, str]  # (variant, pack, extra settings label)
+
+
+def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
+    """Markdown: PacGAN's rows beside gan_jax's at its largest budget, then the budget sweep.
+    Rows with extra settings (`--set`) follow their pack's, labelled with them."""
     variants = [v for v in table.variants if any(k[0] == v for k in records)]
-    packs = sorted({k[1] for k in records})
+    rows = sorted({(k[1], k[2]) for k in records})  # (pack, extra), PacGAN's setup first
     header = ["", "iterations"]
     for variant in variants:
         label = table.variant_labels[variant]
@@ -283,23 +331,25 @@ def format_table(table: Table, records: dict[tuple[str, int], dict[str, Any]]) -
             f"{label} {metric.label.format(modes=MODES[variant])}" for metric in table.metrics
         ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for pack in packs:
+    papers_shown = set()
+    for pack, extra in rows:
         label = "GAN" if pack == 1 else f"PacGAN{pack}"
-        paper = [f"{label}, paper", f"{table.paper_iterations:,}"]
-        for variant in variants:
-            paper += _paper_cells(table, variant, pack)
-        lines.append("| " + " | ".join(paper) + " |")
-        budgets = sorted(
-            {int(b) for (_, p), r in records.items() if p == pack for b in r["budgets"]}
-        )
-        if budgets:
-            top = budgets[-1]
-            ours = [f"{label}, gan_jax", f"{top:,}"]
+        if pack not in papers_shown:
+            papers_shown.add(pack)
+            paper = [f"{label}, paper", f"{table.paper_iterations:,}"]
             for variant in variants:
-                record = records.get((variant, pack))
-                entry = record["budgets"].get(str(top)) if record else None
-                ours += _row_cells(table, entry) if entry else ["–"] * len(table.metrics)
-            lines.append("| " + " | ".join(ours) + " |")
+                paper += _paper_cells(table, variant, pack)
+            lines.append("| " + " | ".join(paper) + " |")
+        budgets = sorted(
+            {int(b) for k, r in records.items() if k[1:] == (pack, extra) for b in r["budgets"]}
+        )
+        top = budgets[-1]
+        ours = [f"{label}, gan_jax" + (f" + {extra}" if extra else ""), f"{top:,}"]
+        for variant in variants:
+            record = records.get((variant, pack, extra))
+            entry = record["budgets"].get(str(top)) if record else None
+            ours += _row_cells(table, entry) if entry else ["–"] * len(table.metrics)
+        lines.append("| " + " | ".join(ours) + " |")
     lines += [
         "",
         f"Mean ± standard error over the trials (PacGAN's rows: their Table {_number(table)}, "
@@ -312,12 +362,11 @@ def format_table(table: Table, records: dict[tuple[str, int], dict[str, Any]]) -
     if floors:
         described = []
         for variant in (v for v in table.variants if v in floors):
+            finer = [metric._replace(decimals=metric.decimals + 1) for metric in table.metrics]
             cells = [
                 f"{metric.label.format(modes=MODES[variant])} "
-                + _cell(
-                    floors[variant][metric.key], None, metric._replace(decimals=metric.decimals + 1)
-                )
-                for metric in table.metrics
+                + _cell(floors[variant][metric.key], None, metric)
+                for metric in finer
                 if metric.key in floors[variant]
             ]
             described.append(f"{table.variant_labels[variant]}: {', '.join(cells)}")
@@ -329,15 +378,16 @@ def format_table(table: Table, records: dict[tuple[str, int], dict[str, Any]]) -
         "| row | iterations | " + " | ".join(columns) + " | trials | wall time (cumulative) |",
         "|" + "---|" * (len(columns) + 4),
     ]
-    for (variant, pack), record in sorted(records.items()):
+    for (variant, pack, extra), record in sorted(records.items()):
         total = 0.0
         for budget in sorted(record["budgets"], key=int):
             entry = record["budgets"][budget]
             total += entry["segment_wall_time_s"]
             lines.append(
-                f"| {table.variant_labels[variant]}, pack {pack} | {int(budget):,} | "
-                f"{' | '.join(_row_cells(table, entry))} | {record['trials']} | "
-                f"{total / 60:.1f} min |"
+                f"| {table.variant_labels[variant]}, pack {pack}"
+                + (f", {extra}" if extra else "")
+                + f" | {int(budget):,} | {' | '.join(_row_cells(table, entry))} | "
+                f"{record['trials']} | {total / 60:.1f} min |"
             )
     machines = sorted(
         {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records.values()}
@@ -356,13 +406,13 @@ def _number(table: Table) -> int:
     return next(number for number, candidate in TABLES.items() if candidate is table)
 
 
-def load_records(table: Table, out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """The rows of `table` in `out`, keyed by (variant, pack)."""
+def load_records(table: Table, out: Path) -> dict[Key, dict[str, Any]]:
+    """The rows of `table` in `out`, keyed by (variant, pack, extra settings label)."""
     records = {}
     for path in sorted(out.glob("*_pack*.json")):
         record = json.loads(path.read_text())
         if _variant(record) in table.variants:
-            records[(_variant(record), int(record["pack"]))] = record
+            records[(_variant(record), int(record["pack"]), record.get("extra", ""))] = record
     return records
 
 
@@ -396,7 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-readme", "--update_readme", action="store_true")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--table_only", "--table-only", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override beyond PacGAN's setup (repeatable), e.g. --set r1_weight=1.0; "
+        "such rows are trained, stored and labelled apart from PacGAN's",
+    )
     args = parser.parse_args(argv)
+    settings = parse_settings(args.set)
     table = TABLES[args.table]
     default_trials, default_budgets, default_packs = DEFAULTS[args.table]
     text = args.variants or ("ring,grid" if table is TABLE1 else "half")
@@ -420,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                     budgets=args.budgets or default_budgets,
                     workdirs=args.workdirs,
                     out=args.out,
+                    settings=settings,
                 )
     records = load_records(table, args.out)
     if not records:

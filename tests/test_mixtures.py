@@ -274,7 +274,8 @@ def test_a_packed_2d_run_resumed_midway_is_bitwise_the_uninterrupted_run(tmp_pat
 def test_results_leaves_the_2d_benchmarks_to_their_own_table():
     results = runpy.run_path(str(REPO / "experiments" / "results.py"))
     found = results["discover"](REPO / "experiments")
-    assert "pacgan_2d" not in found and "dcgan_mnist" in found
+    assert "pacgan_2d" not in found and "pacgan_stacked_mnist" not in found
+    assert "dcgan_mnist" in found
 
 
 @pytest.mark.slow
@@ -309,3 +310,15 @@ def test_table1_command_trains_rows_through_budgets_and_skips_what_is_done(tmp_p
     with pytest.raises(SystemExit, match="holds 2 trials of ring_pack2, not the 3"):
         tables["main"]([*args[:2], "--trials=3", *args[3:]])
     assert (tmp_path / "out" / "ring_pack2.json").read_bytes() == before
+    # A row beyond the paper: PacGAN's setup plus an override, stored and labelled apart.
+    assert tables["main"]([*args[:3], "--budgets=10", *args[4:], "--set", "r1_weight=0.5"]) == 0
+    extra = json.loads((tmp_path / "out" / "ring_pack2_r1_weight-0.5.json").read_text())
+    assert extra["settings"] == {"r1_weight": 0.5} and extra["config"]["r1_weight"] == 0.5
+    assert extra["extra"] == "r1_weight=0.5" and extra["trials"] == 2
+    table = (tmp_path / "out" / "table1.md").read_text()
+    assert "| PacGAN2, gan_jax | 20 |" in table
+    assert "| PacGAN2, gan_jax + r1_weight=0.5 | 10 |" in table
+    assert "| ring, pack 2, r1_weight=0.5 | 10 |" in table
+    assert table.count("| PacGAN2, paper |") == 1
+    with pytest.raises(SystemExit, match="no such key"):
+        tables["main"]([*args, "--set", "r1_wieght=0.5"])

@@ -277,7 +277,7 @@ def test_table3_sets_pacgans_rows_beside_ours_with_fid_and_score(tmp_path):
     # A Table 1 row in the same directory is not Table 3's.
     (tmp_path / "ring_pack1.json").write_text(json.dumps({**record, "variant": "ring"}))
     records = tables["load_records"](table, tmp_path)
-    assert list(records) == [("half", 2)]
+    assert list(records) == [("half", 2, "")]
     markdown = tables["format_table"](table, records)
     assert "| PacGAN2, paper | 500,000 | 840.7 ± 15.9 | 1.0 ± 0.05 | – | – |" in markdown
     assert (
