@@ -30,8 +30,8 @@ the table from the JSONs.
 PacGAN's full protocols: 400,000 iterations of batch 100 packs for Table 1
 (`--budgets 100000,200000,400000`), 500,000 of batch 128 for Table 3 (`--budgets
 125000,250000,500000`), hours per row on a GPU. On the 2 CPU cores this project runs on, a
-Table 1 row of 10 trials does about 26 iterations a second at m = 1, a Table 3 trial (D = 1/2
-G, m = 1) about 37 alone.
+Table 1 row of 10 trials does about 23 iterations a second at m = 1 (13 at m = 4), a Table 3
+trial (D = 1/2 G, m = 1) about 37 alone.
 """
 
 from __future__ import annotations
@@ -195,10 +195,13 @@ def _apply(config, settings: dict[str, Any]) -> None:
         *parents, leaf = key.split(".")
         node = config
         for parent in parents:
-            node = node[parent]
-        if leaf not in node:
+            node = node.get(parent) if hasattr(node, "get") else None
+        if node is None or not hasattr(node, "get") or leaf not in node:
             raise SystemExit(f"error: --set {key}: the experiment's config has no such key")
-        node[leaf] = value
+        try:
+            node[leaf] = value
+        except TypeError as error:  # ml_collections keeps each key's type
+            raise SystemExit(f"error: --set {key}={value!r}: {error}") from None
 
 
 def train_row(

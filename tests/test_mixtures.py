@@ -320,5 +320,8 @@ def test_table1_command_trains_rows_through_budgets_and_skips_what_is_done(tmp_p
     assert "| PacGAN2, gan_jax + r1_weight=0.5 | 10 |" in table
     assert "| ring, pack 2, r1_weight=0.5 | 10 |" in table
     assert table.count("| PacGAN2, paper |") == 1
-    with pytest.raises(SystemExit, match="no such key"):
-        tables["main"]([*args, "--set", "r1_wieght=0.5"])
+    for typo in ("r1_wieght=0.5", "d_optimiser.learning_rate=1e-3", "r1_weight.x=1"):
+        with pytest.raises(SystemExit, match="no such key"):
+            tables["main"]([*args, "--set", typo])
+    with pytest.raises(SystemExit, match="--set d_spectral_norm=.yes."):
+        tables["main"]([*args, "--set", "d_spectral_norm=yes"])
