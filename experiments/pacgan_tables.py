@@ -162,12 +162,15 @@ def _results_helpers():
     return runpy.run_path(str(REPO / "experiments" / "results.py"))
 
 
-def row_name(variant: str, pack: int, extra: str = "") -> str:
+def row_name(variant: str, pack: int, settings: dict[str, Any] | None = None) -> str:
     """`<variant>_pack<m>`, then the extra settings (`--set`) as `_key-value` parts."""
-    name = f"{variant}_pack{pack}"
-    for setting in filter(None, extra.split(", ")):
-        name += "_" + setting.replace("=", "-")
-    return name
+    parts = [f"{variant}_pack{pack}"]
+    parts += [f"{key}-{value}" for key, value in sorted((settings or {}).items())]
+    return "_".join(parts)
+
+
+# Keys each row sets itself: an override of them would train another row under this one's name.
+ROW_KEYS = ("pack", "num_seeds", "num_steps", "checkpoint_every")
 
 
 def parse_settings(settings: list[str]) -> dict[str, Any]:
@@ -178,6 +181,11 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
         key, sep, text = setting.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --set takes key=value (a config key), got {setting!r}")
+        if key in ROW_KEYS:
+            raise SystemExit(
+                f"error: --set {key}: each row sets {', '.join(ROW_KEYS)} itself; "
+                "use --packs, --trials and --budgets"
+            )
         try:
             parsed[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -223,7 +231,7 @@ def train_row(
 
     settings = settings or {}
     helpers = _results_helpers()
-    name = row_name(variant, pack, extra_label(settings))
+    name = row_name(variant, pack, settings)
     path = out / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
     if record["budgets"] and record["trials"] != trials:
@@ -265,7 +273,6 @@ def train_row(
         record.update(
             variant=variant,
             pack=pack,
-            extra=extra_label(settings),
             settings=settings,
             trials=trials,
             num_samples=result["num_samples"],
@@ -415,7 +422,8 @@ def load_records(table: Table, out: Path) -> dict[Key, dict[str, Any]]:
     for path in sorted(out.glob("*_pack*.json")):
         record = json.loads(path.read_text())
         if _variant(record) in table.variants:
-            records[(_variant(record), int(record["pack"]), record.get("extra", ""))] = record
+            extra = extra_label(record.get("settings", {}))
+            records[(_variant(record), int(record["pack"]), extra)] = record
     return records
 
 
@@ -458,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         "such rows are trained, stored and labelled apart from PacGAN's",
     )
     args = parser.parse_args(argv)
+    if args.set and args.table_only:
+        parser.error("--set trains rows of its own; --table_only trains nothing (drop one)")
     settings = parse_settings(args.set)
     table = TABLES[args.table]
     default_trials, default_budgets, default_packs = DEFAULTS[args.table]
