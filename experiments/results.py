@@ -197,6 +197,9 @@ def run_seed(
     name: str, path: Path, index: int, *, num_steps: int, workdirs: Path, eval_num_samples: int = 0
 ) -> dict:
     """Trains and evaluates seed `index` of an experiment; returns its JSON record."""
+    import jax
+    import numpy as np
+
     from gan_jax import checkpointing, train, writers
     from gan_jax import config as config_lib
 
@@ -214,8 +217,14 @@ def run_seed(
             resumed_from = reader.latest_step()
 
     start = time.perf_counter()
-    train.train_and_evaluate(config, workdir)
+    state = train.train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
+    reached = int(np.max(jax.device_get(state.step)))
+    if reached < num_steps:  # SIGTERM / Ctrl-C: the trainer saved a checkpoint and returned
+        raise SystemExit(
+            f"{name} seed {index}: stopped at step {reached:,} of {num_steps:,} by a signal; its "
+            "checkpoint is saved: rerun the same command to resume"
+        )
 
     eval_path = workdir / train.EVAL_DIR / f"step_{num_steps}.json"
     if not eval_path.exists():

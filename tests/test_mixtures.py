@@ -327,3 +327,14 @@ def test_table1_command_trains_rows_through_budgets_and_skips_what_is_done(tmp_p
         tables["main"]([*args, "--set", "d_spectral_norm=yes"])
     with pytest.raises(SystemExit, match="each row sets pack"):  # not a pack-3 row as pack 2
         tables["main"]([*args, "--set", "pack=3"])
+
+
+def test_table_command_stopped_by_a_signal_says_so_and_records_nothing(tmp_path, monkeypatch):
+    tables = runpy.run_path(str(REPO / "experiments" / "pacgan_tables.py"))
+    support.stop_as_if_signalled(monkeypatch)
+    args = ["--mixtures=ring", "--packs=2", "--trials=2", "--budgets=10"]
+    args += [f"--out={tmp_path / 'out'}", f"--workdirs={tmp_path / 'runs'}"]
+    with pytest.raises(SystemExit, match="stopped at iteration 0 of 10 by a signal.*rerun the s"):
+        tables["main"](args)
+    assert not (tmp_path / "out" / "ring_pack2.json").exists()  # no budget without its numbers
+    assert support.committed_steps(tmp_path / "runs" / "ring_pack2") == [0]  # what resumes

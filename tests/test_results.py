@@ -194,3 +194,15 @@ def test_update_readme_needs_the_markers(tmp_path):
     with pytest.raises(SystemExit, match="results:start"):
         results.update_readme(readme, "table\n")
     assert readme.read_text() == "no markers\n"
+
+
+def test_a_seed_stopped_by_a_signal_says_so_and_writes_no_record(
+    tmp_path, experiments, monkeypatch
+):
+    support.stop_as_if_signalled(monkeypatch)
+    out, workdirs = tmp_path / "results", tmp_path / "workdirs"
+    argv = ["--experiments_dir", str(experiments), "--seeds", "1", "--out", str(out)]
+    with pytest.raises(SystemExit, match="tiny_gan seed 0: stopped at step 0 of 4 by a signal"):
+        results.main([*argv, "--workdirs", str(workdirs)])
+    assert not (out / "tiny_gan" / "seed_0.json").exists()
+    assert support.committed_steps(workdirs / "tiny_gan" / "steps_4" / "seed_0") == [0]

@@ -7,6 +7,7 @@ devices; checkpoints are compared in this process by restoring them with `Checkp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import runpy
@@ -187,6 +188,20 @@ def kill_after_checkpoint(
     wait_until(lambda: committed_steps(workdir) == [checkpoint], proc, f"checkpoint {checkpoint}")
     send(proc, signal.SIGKILL)
     assert finish(proc) == -signal.SIGKILL
+
+
+def stop_as_if_signalled(monkeypatch) -> None:
+    """Makes every in-process `train.train_and_evaluate` run as if SIGTERM had arrived before its
+    first dispatch: it saves a checkpoint where it stands and returns, as after a preemption."""
+    from gan_jax import train
+
+    @contextlib.contextmanager
+    def signalled():
+        request = train._StopRequest()
+        request.signal_name = "SIGTERM"
+        yield request
+
+    monkeypatch.setattr(train, "_stop_on_signals", signalled)
 
 
 def committed_steps(workdir: Path) -> list[int]:
