@@ -325,7 +325,7 @@ def _paper_cells(table: Table, variant: str, pack: int) -> list[str]:
     for metric in table.metrics:
         if metric.key in row:
             mean, sem = row[metric.key]
-            cells.append(f"{mean} ± {sem}")
+            cells.append(f"{mean:.{metric.decimals}f} ± {sem:.{metric.decimals}f}")
         else:
             cells.append("–")
     return cells

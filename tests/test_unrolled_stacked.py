@@ -279,7 +279,7 @@ def test_table3_sets_pacgans_rows_beside_ours_with_fid_and_score(tmp_path):
     records = tables["load_records"](table, tmp_path)
     assert list(records) == [("half", 2, "")]
     markdown = tables["format_table"](table, records)
-    assert "| PacGAN2, paper | 500,000 | 840.7 ± 15.9 | 1.0 ± 0.05 | – | – |" in markdown
+    assert "| PacGAN2, paper | 500,000 | 840.7 ± 15.9 | 1.00 ± 0.05 | – | – |" in markdown
     assert (
         "| PacGAN2, gan_jax | 200 | 700.0 ± 0.5 | 1.50 ± 0.50 | 900.2 ± 0.5 | 200.0 ± 0.5 |"
         in markdown
