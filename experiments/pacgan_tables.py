@@ -2,7 +2,7 @@
 reproduced with gan_jax's many-seeds trainer.
 
     python experiments/pacgan_tables.py [--table 1] [--variants ring,grid] [--packs 1,2,3,4]
-                                        [--trials 10] [--budgets 1000,2000,4000]
+                                        [--trials 10] [--budgets 1000,2000,4000,8000]
                                         [--update-readme]
     python experiments/pacgan_tables.py --table 3 [--variants half,quarter] [--packs 1,2]
                                         [--trials 3] [--budgets 2500,5000,10000]
@@ -30,8 +30,10 @@ the table from the JSONs.
 PacGAN's full protocols: 400,000 iterations of batch 100 packs for Table 1
 (`--budgets 100000,200000,400000`), 500,000 of batch 128 for Table 3 (`--budgets
 125000,250000,500000`), hours per row on a GPU. On the 2 CPU cores this project runs on, a
-Table 1 row of 10 trials does about 23 iterations a second at m = 1 (13 at m = 4), a Table 3
-trial (D = 1/2 G, m = 1) about 37 alone.
+Table 1 row of 10 trials does about 21 iterations a second at m = 1 (12-13 at m = 4), a Table
+3 trial (D = 1/2 G, m = 1) about 37 alone. Rows beyond PacGAN's setup: `--set KEY=VALUE`
+(repeatable) trains PacGAN's config with those overrides as a row of its own
+(`<variant>_pack<m>_<key>-<value>.json`, labelled with them), e.g. `--packs 2 --set loss=hinge`.
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ TABLE3 = Table(
 TABLES = {1: TABLE1, 3: TABLE3}
 MODES = {"ring": 8, "grid": 25, "half": 1000, "quarter": 1000}
 DEFAULTS = {  # --trials, --budgets, --packs per table
-    1: (10, [1000, 2000, 4000], [1, 2, 3, 4]),
+    1: (10, [1000, 2000, 4000, 8000], [1, 2, 3, 4]),
     3: (3, [2500, 5000, 10000], [1, 2]),
 }
 
