@@ -229,8 +229,6 @@ def train_row(
 
     `settings`: config overrides beyond PacGAN's setup (`--set`), which make a row of their own.
     """
-    import jax
-    import numpy as np
 
     from gan_jax import train
 
@@ -262,12 +260,7 @@ def train_row(
         start = time.perf_counter()
         state = train.train_and_evaluate(config, workdir)
         seconds = time.perf_counter() - start
-        reached = int(np.max(jax.device_get(state.step)))
-        if reached < budget:  # SIGTERM / Ctrl-C: the trainer saved a checkpoint and returned
-            raise SystemExit(
-                f"{name}: stopped at iteration {reached:,} of {budget:,} by a signal; its "
-                "checkpoint is saved: rerun the same command to resume"
-            )
+        helpers["exit_if_stopped"](state, budget, what=name, unit="iteration")
         result = json.loads((workdir / train.EVAL_DIR / f"step_{budget}.json").read_text())
         if trials == 1:  # one run: no combine_runs, so no s.e.
             result = {**result, "sem": {}, "runs": [{"run_seed": int(config.seed), **result}]}

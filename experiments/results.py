@@ -193,12 +193,27 @@ def _metric_values(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in keys if key in result}
 
 
+def exit_if_stopped(state, target: int, *, what: str, unit: str) -> None:
+    """End the command when training returned short of `target` steps.
+
+    The trainer returns early only on SIGTERM / Ctrl-C, after saving a checkpoint; recording numbers
+    then would file a shorter run under the full budget, so the command stops and says how to go on.
+    """
+    import jax
+    import numpy as np
+
+    reached = int(np.max(jax.device_get(state.step)))
+    if reached < target:
+        raise SystemExit(
+            f"{what}: stopped at {unit} {reached:,} of {target:,} by a signal; its checkpoint is "
+            "saved: rerun the same command to resume"
+        )
+
+
 def run_seed(
     name: str, path: Path, index: int, *, num_steps: int, workdirs: Path, eval_num_samples: int = 0
 ) -> dict:
     """Trains and evaluates seed `index` of an experiment; returns its JSON record."""
-    import jax
-    import numpy as np
 
     from gan_jax import checkpointing, train, writers
     from gan_jax import config as config_lib
@@ -219,12 +234,7 @@ def run_seed(
     start = time.perf_counter()
     state = train.train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
-    reached = int(np.max(jax.device_get(state.step)))
-    if reached < num_steps:  # SIGTERM / Ctrl-C: the trainer saved a checkpoint and returned
-        raise SystemExit(
-            f"{name} seed {index}: stopped at step {reached:,} of {num_steps:,} by a signal; its "
-            "checkpoint is saved: rerun the same command to resume"
-        )
+    exit_if_stopped(state, num_steps, what=f"{name} seed {index}", unit="step")
 
     eval_path = workdir / train.EVAL_DIR / f"step_{num_steps}.json"
     if not eval_path.exists():
