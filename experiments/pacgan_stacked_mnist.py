@@ -26,8 +26,8 @@ Where this differs from PacGAN's code, and why:
 - The m images of a fake pack come from one generator call over all m * 128 latents (one
   BatchNorm batch); their code calls the generator once per pack member.
 
-The reproduced table (m = 1 and 2 at D = 1/2 G, trials together in one process, at the
-budgets a CPU allows) comes from `python experiments/pacgan_tables.py --table 3`; see its
+The reproduced table (m = 1 and 2 at D = 1/2 G and D = 1/4 G, trials together in one process,
+at the budgets a CPU allows) comes from `python experiments/pacgan_tables.py --table 3`; see its
 docstring and the README.
 
 Measured (D = 1/2 G, 3 trials each, 10,000 iterations, AMD EPYC 2 cores; mean ± s.e.):
@@ -36,6 +36,9 @@ m = 2 727.7 ± 8.4 modes, KL 1.52 ± 0.01, FID 1996 ± 90, score 17.7 ± 3.8 (35
 m = 2 with the hinge loss: 726.3 ± 145.0 modes, KL 1.41 ± 0.38, FID 2058 ± 230, score 22.2 ±
 10.7 (41.5 min, partly sharing the cores).
 PacGAN's (500,000 iterations, 50 trials): 487.7 ± 34.6 / 2.24 ± 0.15 and 840.7 ± 15.9 / 1.00 ± 0.05.
+D = 1/4 G, same budget: m = 1 14.3 ± 3.0 modes, KL 6.22 ± 0.28, FID 2928 ± 198, score 1.4 ± 0.2
+(32.6 min); m = 2 170.0 ± 165.0 modes, KL 5.38 ± 1.51, FID 2806 ± 282, score 3.3 ± 2.2 (49.0
+min; per trial 2, 500, 8). PacGAN's: 78.5 ± 17.6 / 5.21 ± 0.19 and 484.5 ± 33.0 / 2.61 ± 0.22.
 """
 
 from gan_jax.config import get_default_config

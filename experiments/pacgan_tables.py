@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "--mixtures",
         default=None,
         help="Table 1: ring and/or grid (default both); Table 3: half and/or quarter "
-        "(default half)",
+        "(default both)",
     )
     parser.add_argument("--packs", type=_int_list, default=None)
     parser.add_argument("--trials", type=int, default=None)
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(args.set)
     table = TABLES[args.table]
     default_trials, default_budgets, default_packs = DEFAULTS[args.table]
-    text = args.variants or ("ring,grid" if table is TABLE1 else "half")
+    text = args.variants or ",".join(table.variants)  # both columns of either table
     variants = [v.strip() for v in text.split(",") if v.strip()]
     if not variants or any(v not in table.variants for v in variants):
         parser.error(
