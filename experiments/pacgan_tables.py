@@ -160,7 +160,8 @@ def readme_markers(number: int) -> tuple[str, str]:
 
 
 def _results_helpers():
-    """experiments/results.py's machine(), versions(), git_commit() and update_readme()."""
+    """experiments/results.py's machine(), versions(), git_commit(), update_readme(), and
+    exit_if_stopped()."""
     return runpy.run_path(str(REPO / "experiments" / "results.py"))
 
 
@@ -229,7 +230,6 @@ def train_row(
 
     `settings`: config overrides beyond PacGAN's setup (`--set`), which make a row of their own.
     """
-
     from gan_jax import train
 
     settings = settings or {}

@@ -214,7 +214,6 @@ def run_seed(
     name: str, path: Path, index: int, *, num_steps: int, workdirs: Path, eval_num_samples: int = 0
 ) -> dict:
     """Trains and evaluates seed `index` of an experiment; returns its JSON record."""
-
     from gan_jax import checkpointing, train, writers
     from gan_jax import config as config_lib
 
