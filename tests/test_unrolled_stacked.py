@@ -290,3 +290,12 @@ def test_table3_sets_pacgans_rows_beside_ours_with_fid_and_score(tmp_path):
     )
     assert "| D = ½ G, pack 2 | 200 |" in markdown and "| 3 | 2.0 min |" in markdown
     assert "--table 3" in markdown
+    assert "Real data (the test split): D = ½ G: modes (of 1,000) 1000.00, KL 0.019" in markdown
+
+    # Both columns score against one Stacked-MNIST test set: their floor is said once, for both.
+    (tmp_path / "quarter_pack2.json").write_text(json.dumps({**record, "variant": "quarter"}))
+    both = tables["format_table"](table, tables["load_records"](table, tmp_path))
+    paper_row = "| PacGAN2, paper | 500,000 | 840.7 ± 15.9 | 1.00 ± 0.05 | – | – | 484.5 ± 33.0 |"
+    assert paper_row in both
+    assert both.count("modes (of 1,000) 1000.00") == 1
+    assert "Real data (the test split): D = ½ G and D = ¼ G: modes (of 1,000) 1000.00" in both
