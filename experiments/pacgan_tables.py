@@ -374,7 +374,7 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
     floors = {_variant(r): next(iter(r["budgets"].values()))["floor"] for r in records.values()}
     floors = {variant: floor for variant, floor in floors.items() if floor}
     if floors:
-        described: dict[str, list[str]] = {}  # text of a floor -> the variants it belongs to
+        labels_of: dict[str, list[str]] = {}  # a floor's text -> the variants it belongs to
         for variant in (v for v in table.variants if v in floors):
             finer = [metric._replace(decimals=metric.decimals + 1) for metric in table.metrics]
             cells = [
@@ -384,8 +384,8 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
                 if metric.key in floors[variant]
             ]
             # Table 3's columns share one dataset, so one floor: say it once for both.
-            described.setdefault(", ".join(cells), []).append(table.variant_labels[variant])
-        described = [f"{' and '.join(labels)}: {cells}" for cells, labels in described.items()]
+            labels_of.setdefault(", ".join(cells), []).append(table.variant_labels[variant])
+        described = [f"{' and '.join(labels)}: {cells}" for cells, labels in labels_of.items()]
         lines.append("Real data (the test split): " + "; ".join(described) + ".")
     # The sweep: every row at every budget, with the wall time of the segment up to it.
     columns = [metric.label.split(" (")[0] for metric in table.metrics]

@@ -299,3 +299,21 @@ def test_table3_sets_pacgans_rows_beside_ours_with_fid_and_score(tmp_path):
     assert paper_row in both
     assert both.count("modes (of 1,000) 1000.00") == 1
     assert "Real data (the test split): D = ½ G and D = ¼ G: modes (of 1,000) 1000.00" in both
+
+
+@pytest.mark.parametrize(
+    "table, rows",
+    [
+        ("1", [(v, m) for v in ("ring", "grid") for m in (1, 2, 3, 4)]),
+        ("3", [(v, m) for v in ("half", "quarter") for m in (1, 2)]),
+    ],
+)
+def test_a_table_command_without_variants_trains_both_columns(table, rows, tmp_path, monkeypatch):
+    tables = runpy.run_path(str(REPO / "experiments" / "pacgan_tables.py"))
+    trained = []  # main() looks train_row up in the script's own globals, where this stands in
+    monkeypatch.setitem(
+        tables["main"].__globals__, "train_row", lambda t, v, m, **_: trained.append((v, m))
+    )
+    with pytest.raises(SystemExit, match="no rows of Table"):  # nothing was really trained
+        tables["main"](["--table", table, f"--out={tmp_path}", f"--workdirs={tmp_path}"])
+    assert trained == rows
