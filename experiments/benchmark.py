@@ -304,6 +304,10 @@ def flops_per_image(config: ml_collections.ConfigDict) -> dict[str, float]:
         passes["gradient penalty (estimate)"] = config.n_critic * 4 * d_fwd
     if config.r1_weight > 0:
         passes["R1 penalty (estimate)"] = config.n_critic * 4 * d_fwd
+    if float(config_lib.setting(config, "r2_weight")) > 0:
+        passes["R2 penalty (estimate)"] = config.n_critic * 4 * d_fwd
+    if config.loss == "relativistic":  # G's update scores the real batch too
+        passes["D forward on real (G update)"] = d_fwd
     return {name: 2.0 * macs for name, macs in passes.items()}
 
 

@@ -67,6 +67,8 @@ _SUBMODULES = frozenset(
         "parallel",
         "paths",
         "plots",
+        "r3gan",
+        "schedules",
         "seeds",
         "state",
         "step",

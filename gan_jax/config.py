@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ml_collections
 
-MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact", "pacgan_mlp", "unrolled_dcgan")
+MODEL_NAMES = ("seed_mlp", "dcgan", "dcgan_compact", "pacgan_mlp", "unrolled_dcgan", "r3gan")
 # Datasets of 2-D points (gan_jax.data.mixtures), which only the pacgan_mlp family models.
 POINT_DATASETS = ("ring", "grid")
-LOSS_NAMES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
+LOSS_NAMES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares", "relativistic")
 SCHEDULE_NAMES = ("constant", "cosine", "warmup_cosine", "linear")
 
 
@@ -23,6 +23,10 @@ def optimizer_config(*, learning_rate: float = 2e-4) -> ml_collections.ConfigDic
             "learning_rate": learning_rate,  # peak learning rate
             "b1": 0.5,
             "b2": 0.999,
+            # With config.burn_in_steps > 0: Adam's b2 starts here and rises to b2 along the
+            # burn-in's cosine (R3GAN: 0.9 -> 0.99). None (the default): b2 throughout, and the
+            # optimiser state keeps the structure of plain Adam's.
+            "b2_start": ml_collections.config_dict.placeholder(float),
             "eps": 1e-8,
             "schedule": "constant",  # one of SCHEDULE_NAMES
             "warmup_steps": 0,  # for warmup_cosine
@@ -48,17 +52,36 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.g_width = 64
     config.d_width = 64
     config.g_batch_norm = True  # dcgan_compact only: BatchNorm in the generator
+    # r3gan only (gan_jax.r3gan; g_width and d_width unused): channels per stage from the base
+    # resolution upward (the discriminator mirrors them); the image side is base * 2^(stages-1),
+    # base >= 4: 3 widths for 28x28 (7 -> 14 -> 28), 4 for 32x32 (4 -> 8 -> 16 -> 32).
+    config.r3gan_widths = (256, 128, 64)
+    config.r3gan_blocks_per_stage = 2  # residual blocks per stage, in each player
+    config.r3gan_group_size = 16  # channels per group of the blocks' 3x3 convs; 0: dense
+    config.r3gan_expansion = 2  # a block's inner width / its width (inverted bottleneck)
     config.num_classes = 0  # > 0 makes both players class-conditional
     config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params and optimiser state
 
     # Objective.
-    config.loss = "non_saturating"  # one of LOSS_NAMES
+    # One of LOSS_NAMES. "relativistic": R3GAN's pairing loss (gan_jax.losses), which scores
+    # the real batch of the last critic update in the generator's update too.
+    config.loss = "non_saturating"
     config.n_critic = 1  # discriminator updates per generator update
     # PacGAN packing: D judges packs of this many samples, concatenated on the last axis
     # (gan_jax.packing); batch_size counts packs. 1: no packing.
     config.pack = 1
     config.r1_weight = 0.0  # gamma of the R1 penalty on real data (0: off)
+    config.r2_weight = 0.0  # gamma of the R2 penalty on generated data (0: off)
     config.gp_weight = 0.0  # lambda of the WGAN-GP penalty (0: off)
+    # R3GAN's burn-in (Huang et al., NeurIPS 2024; train.py in brownvc/R3GAN): over its first
+    # burn_in_steps steps the R1 / R2 weights, Adam's b2 (g_optimizer / d_optimizer.b2_start)
+    # and the EMA's half-life (ema_half_life_images) move from their start to their final
+    # values along a half cosine (gan_jax.schedules), then stay there. 0: no burn-in, every
+    # one of them at its final value from the first step.
+    config.burn_in_steps = 0
+    # The R1 / R2 weights start at this multiple of r1_weight / r2_weight (their final values).
+    # R3GAN: 10 (its gamma goes from 10x to 1x its final value in every preset).
+    config.penalty_burn_in_factor = 1.0
     # Spectral normalisation (Miyato et al., 2018) of every discriminator layer's kernel; its
     # power-iteration vectors live in d_state["spectral_norm"].
     config.d_spectral_norm = False
@@ -75,6 +98,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     # weight after N updates is at most 9! N! / (N + 9)! (1e-7 after 20). False: ema_decay from
     # the first update.
     config.ema_rampup = True
+    # R3GAN's EMA: a half-life in images seen (real_images_per_step a step), the decay of the
+    # update after step t being 0.5 ** (real_images_per_step / half_life(t)), half_life rising
+    # from 0 (the EMA follows the live params) to this over burn_in_steps (R3GAN, FFHQ and
+    # CIFAR-10 presets: 0.5M and 5M images over a 20M-image burn-in). Keeps an EMA whatever
+    # ema_decay says, and replaces ema_decay and ema_rampup. 0: ema_decay as above.
+    config.ema_half_life_images = 0.0
     # The EMA generator's BatchNorm statistics at sampling time: "standing statistics" (BigGAN)
     # recomputed from the EMA params over this many training-mode batches of batch_size
     # latents. 0 samples the EMA params with the live generator's running averages.
@@ -105,14 +134,25 @@ LATER_KEYS = {
     "num_seeds": 1,  # runs saved before stacks existed hold one run
     "pack": 1,
     "stack_on_the_fly": False,
+    "r2_weight": 0.0,
+    "burn_in_steps": 0,
+    "penalty_burn_in_factor": 1.0,
+    "ema_half_life_images": 0.0,
+    "g_optimizer.b2_start": None,
+    "d_optimizer.b2_start": None,
 }
 
 
 def setting(config: ml_collections.ConfigDict, key: str):
-    """`config[key]`, or for a key in LATER_KEYS that `config` predates, its value there."""
-    if key in config:
-        return config[key]
-    return LATER_KEYS[key]
+    """`config[key]`, or for a key in LATER_KEYS that `config` predates, its value there.
+
+    `key` may be dotted ("g_optimizer.b2_start") for a key inside a block."""
+    node = config
+    for part in key.split("."):
+        if part not in node:
+            return LATER_KEYS[key]
+        node = node[part]
+    return node
 
 
 def digits_per_image(config: ml_collections.ConfigDict) -> int:
@@ -138,6 +178,45 @@ class ConfigError(ValueError):
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"config.{key}: {message}")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _validate_r3gan(config: ml_collections.ConfigDict, shape: tuple) -> None:
+    """The r3gan_* keys, and image sides that its x2 stages reach (gan_jax.r3gan)."""
+    widths = tuple(config.r3gan_widths)
+    _check(
+        len(widths) >= 1 and all(_positive_int(w) for w in widths),
+        "r3gan_widths",
+        f"must be positive channel counts, one per stage from the base resolution up, got "
+        f"{widths!r}",
+    )
+    for key in ("r3gan_blocks_per_stage", "r3gan_expansion"):
+        _check(_positive_int(config[key]), key, f"must be a positive integer, got {config[key]!r}")
+    group_size = config.r3gan_group_size
+    _check(
+        isinstance(group_size, int) and not isinstance(group_size, bool) and group_size >= 0,
+        "r3gan_group_size",
+        f"must be an integer >= 0 (channels per group; 0: dense), got {group_size!r}",
+    )
+    inner = [w * config.r3gan_expansion for w in widths]
+    _check(
+        group_size == 0 or all(c % group_size == 0 for c in inner),
+        "r3gan_group_size",
+        f"must divide every block's inner width (r3gan_widths x r3gan_expansion = {inner}), "
+        f"got {group_size}",
+    )
+    factor = 2 ** (len(widths) - 1)
+    _check(
+        all(side % factor == 0 and side // factor >= 4 for side in shape[:2]),
+        "image_shape",
+        f"r3gan doubles the resolution at each of its {len(widths)} stages (one per entry of "
+        f"r3gan_widths) from a base of at least 4x4, so height and width must be base * "
+        f"{factor} with base >= 4; got {shape}. E.g. 28 = 7 * 4 with 3 widths, 32 = 4 * 8 "
+        f"with 4, 64 = 4 * 16 with 5",
+    )
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -203,6 +282,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "image_shape",
             f"unrolled_dcgan makes 28x28 images (4 -> 7 -> 14 -> 28), got {shape}",
         )
+    if config.model == "r3gan":
+        _validate_r3gan(config, shape)
     for key in ("latent_dim", "g_width", "d_width", "batch_size", "num_steps"):
         _check(int(config[key]) > 0, key, f"must be a positive integer, got {config[key]!r}")
     _check(int(config.n_critic) >= 1, "n_critic", f"must be at least 1, got {config.n_critic!r}")
@@ -226,7 +307,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"must be in [0, 1) (0 turns EMA off), got {config.ema_decay!r}",
     )
     _check(float(config.r1_weight) >= 0.0, "r1_weight", "must be non-negative")
+    _check(float(setting(config, "r2_weight")) >= 0.0, "r2_weight", "must be non-negative")
     _check(float(config.gp_weight) >= 0.0, "gp_weight", "must be non-negative")
+    burn_in = setting(config, "burn_in_steps")
+    _check(
+        isinstance(burn_in, int) and not isinstance(burn_in, bool) and burn_in >= 0,
+        "burn_in_steps",
+        f"must be an integer >= 0 (0: no burn-in), got {burn_in!r}",
+    )
+    _check(
+        float(setting(config, "penalty_burn_in_factor")) >= 0.0,
+        "penalty_burn_in_factor",
+        "must be non-negative (the R1 / R2 weights start at this multiple of their final values)",
+    )
+    _check(
+        float(setting(config, "ema_half_life_images")) >= 0.0,
+        "ema_half_life_images",
+        "must be non-negative (0: the EMA decays by ema_decay)",
+    )
     spectral_norm, power_iterations = (
         setting(config, "d_spectral_norm"),
         setting(config, "sn_power_iterations"),
@@ -269,6 +367,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             0.0 <= float(opt.b1) < 1.0 and 0.0 <= float(opt.b2) < 1.0,
             f"{player}.b1",
             "Adam's b1 and b2 must be in [0, 1)",
+        )
+        b2_start = setting(config, f"{player}.b2_start")
+        _check(
+            b2_start is None or 0.0 <= float(b2_start) < 1.0,
+            f"{player}.b2_start",
+            f"must be None (no b2 schedule) or in [0, 1), got {b2_start!r}",
         )
         _check(int(opt.warmup_steps) >= 0, f"{player}.warmup_steps", "must be non-negative")
         _check(

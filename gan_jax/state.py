@@ -31,7 +31,7 @@ class TrainState(struct.PyTreeNode):
     d_state: dict[str, Any]
     g_opt_state: Any
     d_opt_state: Any
-    g_ema_params: Any  # EMA of g_params; None when config.ema_decay == 0
+    g_ema_params: Any  # EMA of g_params; None without one (optim.keeps_ema)
 
     @property
     def sampling_params(self) -> Any:
@@ -119,5 +119,5 @@ def create_train_state(
         d_state=d_state,
         g_opt_state=optimizers.generator.init(g_params),
         d_opt_state=optimizers.discriminator.init(d_params),
-        g_ema_params=(jax.tree.map(jnp.copy, g_params) if float(config.ema_decay) > 0.0 else None),
+        g_ema_params=(jax.tree.map(jnp.copy, g_params) if optim.keeps_ema(config) else None),
     )

@@ -21,7 +21,11 @@ as the step on one device: a run does not depend on how many devices it ran on.
 
 Packing (PacGAN, `config.pack = m`): the batch holds m * B images (B = batch_size packs), the
 generator makes as many, and the discriminator judges them m at a time, concatenated in order on
-the last axis (`gan_jax.packing`); the penalties act on packs.
+the last axis (`gan_jax.packing`); the penalties act on packs, and the relativistic loss pairs
+real pack i with fake pack i.
+
+Schedules (R3GAN's burn-in, gan_jax.schedules): the R1 / R2 weights and the EMA decay are read
+at `state.step`, Adam's b2 at the optimiser's own update count, all pure functions of the step.
 
 To change the objective, add a pair of functions to `gan_jax.losses`; the step reads them from
 `config.loss`.
@@ -40,9 +44,9 @@ import optax
 from jax import lax
 
 from gan_jax import config as config_lib
-from gan_jax import losses
+from gan_jax import losses, schedules
 from gan_jax.models import SPECTRAL_NORM, Models, apply_model
-from gan_jax.optim import Optimizers, ema_decay_at
+from gan_jax.optim import Optimizers, ema_decay_of
 from gan_jax.packing import pack
 from gan_jax.state import TrainState
 
@@ -195,6 +199,11 @@ def discriminator_update(
     Changes only d_params, d_state and d_opt_state. With config.pack = m the B images of each
     side are judged as B / m packs; `mix` [B / m] in [0, 1) places the WGAN-GP interpolates
     between packs (unused when config.gp_weight == 0).
+
+    The loss minimised: d_loss + (γ1 / 2) R1 + (γ2 / 2) R2 + λ GP, R1 on the real packs, R2 on
+    the fake packs (detached from G), γ1 / γ2 config.r1_weight / r2_weight as scheduled at
+    state.step (`schedules.penalty_weight`); R3GAN trains with the relativistic loss and both
+    penalties.
     """
     objective = losses.get_loss(config.loss)
     m = int(config_lib.setting(config, "pack"))
@@ -226,12 +235,20 @@ def discriminator_update(
             return d_logits(d_params, images, labels)[0]
 
         zero = jnp.zeros((), jnp.float32)
+        r2_final = float(config_lib.setting(config, "r2_weight"))
+        # Python floats without a burn-in: the arithmetic of runs made before schedules.
+        r1_weight = schedules.penalty_weight(config.r1_weight, state.step, config=config)
+        r2_weight = schedules.penalty_weight(r2_final, state.step, config=config)
         r1 = losses.r1_penalty(logit_fn, real) if config.r1_weight > 0 else zero
+        r2 = losses.r2_penalty(logit_fn, fake.astype(real.dtype)) if r2_final > 0 else zero
         gp = losses.gradient_penalty(logit_fn, real, fake, mix) if config.gp_weight > 0 else zero
-        total = adversarial + 0.5 * config.r1_weight * r1 + config.gp_weight * gp
+        total = adversarial + 0.5 * r1_weight * r1 + config.gp_weight * gp
+        if r2_final > 0:
+            total = total + 0.5 * r2_weight * r2
         metrics = {
             "d_loss": adversarial,
             "r1_penalty": r1,
+            "r2_penalty": r2,
             "gp_penalty": gp,
             # D's output as the objective reads it (a probability or a raw score; losses.py).
             "d_real": jnp.mean(objective.d_output(real_logits)),
@@ -255,6 +272,7 @@ def generator_update(
     state: TrainState,
     forward: GeneratorForward,
     labels: jax.Array | None,
+    real: jax.Array | None = None,
     *,
     discriminator: nn.Module,
     optimizer: optax.GradientTransformation,
@@ -266,15 +284,37 @@ def generator_update(
     Reuses `forward` (the generator pass that made the discriminator's fakes), since the
     generator's params have not changed since. Changes only g_params, g_state, g_opt_state and
     g_ema_params, and counts the step.
+
+    `real` [B, ...]: the real images of the last discriminator update (`labels` are theirs and
+    the fakes'), read only by objectives with `needs_real_in_g` (the relativistic loss pairs
+    fake pack i with real pack i); None for the others, which never run D on real data here.
     """
     objective = losses.get_loss(config.loss)
     m = int(config_lib.setting(config, "pack"))
+
+    real_logits = None
+    if objective.needs_real_in_g:
+        if real is None:
+            raise ValueError(
+                f"config.loss={config.loss!r} pairs fakes with real data in the generator's "
+                "update: pass generator_update the real batch of the last discriminator update"
+            )
+        # R3GAN's generator phase scores the reals with D as its update left it (its loop runs
+        # D's phase, then G's). D's returned collections are dropped, as for the fakes below, so
+        # G's update leaves d_state as D's update did: train-mode BatchNorm (unrolled_dcgan)
+        # normalises the reals by their own batch statistics, as in D's update, but does not
+        # move the running averages, nor do the spectral-norm vectors advance. Constant for G's
+        # gradient: the real scores do not depend on g_params.
+        real_logits, _ = apply_model(
+            discriminator, state.d_params, state.d_state, pack(real, m), labels, train=True
+        )
+        real_logits = lax.stop_gradient(real_logits)
 
     def g_loss_fn(fake):
         fake_logits, _ = apply_model(
             discriminator, state.d_params, state.d_state, pack(fake, m), labels, train=True
         )
-        return objective.g_loss(fake_logits)
+        return objective.g_loss(fake_logits, real_logits)
 
     g_loss, fake_cotangent = jax.value_and_grad(g_loss_fn)(forward.fake)
     (g_grads,) = forward.pullback(fake_cotangent)
@@ -283,9 +323,7 @@ def generator_update(
     g_params = optax.apply_updates(state.g_params, updates)
     g_ema_params = state.g_ema_params
     if g_ema_params is not None:
-        decay = ema_decay_at(
-            state.step, decay=config.ema_decay, rampup=config_lib.setting(config, "ema_rampup")
-        )
+        decay = ema_decay_of(state.step, config=config)
         g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
     new_state = state.replace(
         step=state.step + 1,
@@ -312,11 +350,12 @@ def train_step(
 
     `noise`: `step_noise(key, state.step, ...)` drawn ahead (the step draws it when None).
 
-    Metrics: d_loss and g_loss (the objectives without penalties), r1_penalty and gp_penalty
-    (0 when off), d_real and d_fake (the mean of D's output on real and fake images in the last
-    discriminator update, as the loss reads it: a probability for minimax / non_saturating, the
-    raw score for hinge / wasserstein / least_squares; see gan_jax.losses), d_grad_norm and
-    g_grad_norm (global norms of the averaged grads).
+    Metrics: d_loss and g_loss (the objectives without penalties), r1_penalty, r2_penalty and
+    gp_penalty (unweighted; 0 when off), d_real and d_fake (the mean of D's output on real and
+    fake images in the last discriminator update, as the loss reads it: a probability for
+    minimax / non_saturating, the raw score for hinge / wasserstein / least_squares /
+    relativistic; see gan_jax.losses), d_grad_norm and g_grad_norm (global norms of the
+    averaged grads).
     The generator's BatchNorm running averages advance once a step, with its last forward pass.
     """
     check_batch(batch, config)
@@ -358,11 +397,16 @@ def train_step(
             config=config,
             axis_name=axis_name,
         )
-    # The last forward pass serves the generator update too: its params have not moved.
+    # The last forward pass serves the generator update too: its params have not moved. So does
+    # the last real batch, for a loss that pairs fakes with reals in G's update: one real batch
+    # per step for both players, what the data pipeline draws and images/s counts. (R3GAN's
+    # loop, training/training_loop.py in brownvc/R3GAN, draws its G phase a real batch and
+    # latents of its own; here G's pairs reuse D's reals and fakes, as its latents already do.)
     state, g_metrics = generator_update(
         state,
         forward,
         critic_labels,
+        critic_batch(real, config.n_critic - 1),
         discriminator=discriminator,
         optimizer=optimizers.generator,
         config=config,

@@ -98,7 +98,7 @@ def test_train_step_composes_the_two_updates(model):
     assert _differs(state.d_params, new_state.d_params)
     assert _differs(state.g_params, new_state.g_params)
     expected_keys = {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"}
-    assert expected_keys | {"r1_penalty", "gp_penalty"} == set(metrics)
+    assert expected_keys | {"r1_penalty", "r2_penalty", "gp_penalty"} == set(metrics)
     assert 0.0 < float(metrics["d_real"]) < 1.0 and 0.0 < float(metrics["d_fake"]) < 1.0
     assert float(metrics["d_grad_norm"]) > 0 and float(metrics["g_grad_norm"]) > 0
 
