@@ -660,6 +660,21 @@ def build_models(config: ml_collections.ConfigDict) -> Models:
             discriminator=UnrolledGANDiscriminator(width=config.d_width, **common, **spectral),
             pixel_range="symmetric",
         )
+    if config.model == "r3gan":
+        from gan_jax import r3gan  # r3gan builds on this module's helpers
+
+        architecture = {
+            "widths": tuple(config.r3gan_widths),
+            "blocks_per_stage": config.r3gan_blocks_per_stage,
+            "expansion": config.r3gan_expansion,
+            "group_size": config.r3gan_group_size,
+        }
+        return Models(
+            generator=r3gan.R3GANGenerator(image_shape=image_shape, **architecture, **common),
+            discriminator=r3gan.R3GANDiscriminator(**architecture, **common, **spectral),
+            # Unbounded images, as R3GAN's, for data in [-1, 1] (see R3GANGenerator).
+            pixel_range="symmetric",
+        )
     raise AssertionError(f"validate_config admitted unknown model {config.model!r}")
 
 
