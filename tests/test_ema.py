@@ -85,7 +85,8 @@ def _batch_norm_inputs(generator, params, g_state, z):
     return inputs
 
 
-@pytest.mark.parametrize("model", ["dcgan", "dcgan_compact"])
+# dcgan_compact shows the mechanism in the fast step; the larger dcgan runs with -m slow.
+@pytest.mark.parametrize("model", [pytest.param("dcgan", marks=pytest.mark.slow), "dcgan_compact"])
 def test_ema_generator_samples_with_statistics_of_its_own_params(model):
     config, models, state = _trained_dcgan(model=model)
     params, g_state = state_lib.sampling_variables(state, models=models, config=config)

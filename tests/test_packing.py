@@ -66,7 +66,15 @@ def _d_logits(models, state, images):
 
 
 @pytest.mark.parametrize(
-    ("model", "m"), [("seed_mlp", 2), ("seed_mlp", 3), ("dcgan", 2), ("unrolled_dcgan", 2)]
+    ("model", "m"),
+    [
+        ("seed_mlp", 2),
+        ("seed_mlp", 3),
+        # The convolutional families' packs (12-26 s of compiling); their first layers' growth is
+        # checked in the fast step by test_only_the_first_discriminator_layer_grows.
+        pytest.param("dcgan", 2, marks=pytest.mark.slow),
+        pytest.param("unrolled_dcgan", 2, marks=pytest.mark.slow),
+    ],
 )
 def test_discriminator_judges_the_packs_of_consecutive_samples(model, m):
     """The step's losses and penalties are those of D on packs built by hand: only a pack made

@@ -101,7 +101,16 @@ def _sharded(config, models, optimizers, state, batches, key):
     return s_state, metrics
 
 
-@pytest.fixture(scope="module", params=list(RUNS))
+# In the fast step: dcgan_sn (convolutions, G's BatchNorm, spectral norm, critic batches) and
+# seed_mlp_pack_gp (packs, both penalties); the plain runs they extend, and D's BatchNorm
+# (unrolled_pack, 25 s of compiling), run with -m slow.
+SLOW_RUNS = ("seed_mlp", "dcgan", "unrolled_pack")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(run, marks=pytest.mark.slow) if run in SLOW_RUNS else run for run in RUNS],
+)
 def runs(request):
     assert jax.device_count() == 4
     config, models, optimizers, state, batches = _setup(request.param)

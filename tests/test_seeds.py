@@ -250,7 +250,10 @@ def test_vmapped_train_step_equals_solo_train_step():
 
 
 @pytest.mark.parametrize(
-    "num_seeds, data_parallel", [(4, 1), (2, 2)], ids=["4_seeds", "2_seeds_x_2_data"]
+    "num_seeds, data_parallel",
+    # 2 x 2 (seeds and data parallelism at once) in the fast step; 4 x 1 with -m slow.
+    [pytest.param(4, 1, marks=pytest.mark.slow), (2, 2)],
+    ids=["4_seeds", "2_seeds_x_2_data"],
 )
 def test_seed_parallel_on_four_devices_equals_one_device(num_seeds, data_parallel):
     """Seeds spread over 4 forced CPU devices (each device 1 run; or 2 runs, each data-parallel

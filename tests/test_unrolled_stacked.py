@@ -45,7 +45,11 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
 # The models.
 
 
-@pytest.mark.parametrize(("d_size", "d_channels"), [("quarter", (2, 4, 8)), ("half", (4, 8, 16))])
+@pytest.mark.parametrize(
+    ("d_size", "d_channels"),
+    # One size in the fast step; the other, the same code with other widths, with -m slow.
+    [pytest.param("quarter", (2, 4, 8), marks=pytest.mark.slow), ("half", (4, 8, 16))],
+)
 def test_the_models_are_the_unrolled_gan_networks_pacgan_trains(d_size, d_channels):
     config = _experiment(d_size, pack=2)
     state = jax.eval_shape(functools.partial(create_train_state, config=config), jax.random.key(0))
@@ -179,7 +183,11 @@ def test_each_image_reads_three_consecutive_digit_draws_of_its_step(n_critic):
 def test_on_the_fly_digits_split_across_devices_as_one_batch():
     config = _experiment(batch_size=8)
     steps = jnp.arange(3, dtype=jnp.int32)
-    whole = fused.local_batch_indices(steps, config=config, num_examples=500, axis_name=None)
+    whole = jax.jit(
+        functools.partial(
+            fused.local_batch_indices, config=config, num_examples=500, axis_name=None
+        )
+    )(steps)
     mesh = jax.make_mesh((4,), ("data",))
     per_device = jax.shard_map(
         functools.partial(

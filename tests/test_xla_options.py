@@ -143,6 +143,7 @@ def dcgan():
     return config, models, optimizers, state
 
 
+@pytest.mark.slow  # compiles the fused and the sharded DCGAN steps: about 18 s
 def test_the_library_compiles_its_dcgan_jits_without_ynnpack(dcgan):
     """The wiring: the fused and the sharded steps are compiled with the options (the samplers
     use `xla_options.jit`, tested above)."""
