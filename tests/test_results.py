@@ -66,6 +66,7 @@ def experiments(tmp_path):
 def test_discovers_the_gan_experiments_only():
     found = results.discover()
     assert set(found) == {
+        "baseline_mnist",
         "cdcgan_mnist",
         "dcgan_mnist",
         "dcgan_stacked_mnist",
