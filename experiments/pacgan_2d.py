@@ -15,6 +15,14 @@ epochs of 1,000), no EMA. Evaluation on 2,500 samples: high quality within 3 std
 nearest mode, modes covered, reverse KL of the high-quality histogram to uniform
 (gan_jax.evaluation.mixtures). The sample scatter plot goes to images/samples_<step>.png.
 
+Differences from PacGAN's code. Its players update simultaneously (both gradients from one
+forward pass of the same parameters, applied together); gan_jax alternates (G trains through
+the D its update just made), and Table 1's committed rows alternate:
+`--config.simultaneous_updates=True` is PacGAN's order (gan_jax.step), not used for them.
+The fake packs come from one generator call over m * B latents (G's BatchNorm sees 100 m
+samples; PacGAN calls G m times with batch 100), and every trial shares one 100,000-point
+dataset (config.dataset_seed) where PacGAN draws one per trial.
+
 The reproduced table (all four rows, both mixtures, 10 trials each, at the budgets that fit
 a CPU) comes from `python experiments/pacgan_tables.py`; see its docstring and the README.
 """

@@ -21,11 +21,13 @@ Writes `<--out>/<variant>_pack<m>.json` per row (each budget's mean ± standard 
 trials, every trial's metrics, wall times, machine, versions) and `<--out>/table<N>.md`:
 PacGAN's rows beside gan_jax's at the largest budget, then how the numbers move with the
 budget. Table 3 adds FID and classifier score beside the mode counts (a mode count alone
-rewards poor samples). `--update-readme` puts the table between `<!-- pacgan-table<N>:start -->`
-and `<!-- pacgan-table<N>:end -->` in README.md. Rerunning the same command skips finished
-budgets and resumes a killed row from its last checkpoint (a clone holds the committed rows,
-so it reprints their table: pass another --out to train your own); `--table_only` rewrites
-the table from the JSONs.
+rewards poor samples). A trial with no high-quality sample has no reverse KL (NaN in the
+JSONs, and so is the mean it enters): its cell is the mean ± s.e. over the other trials,
+marked "(k of n undefined)", and the legend says so. `--update-readme` puts the table
+between `<!-- pacgan-table<N>:start -->` and `<!-- pacgan-table<N>:end -->` in README.md.
+Rerunning the same command skips finished budgets and resumes a killed row from its last
+checkpoint (a clone holds the committed rows, so it reprints their table: pass another --out
+to train your own); `--table_only` rewrites the table from the JSONs.
 
 PacGAN's full protocols: 400,000 iterations of batch 100 packs for Table 1
 (`--budgets 100000,200000,400000`), 500,000 of batch 128 for Table 3 (`--budgets
@@ -34,6 +36,9 @@ Table 1 row of 10 trials does about 21 iterations a second at m = 1 (12-13 at m 
 3 trial (D = 1/2 G, m = 1) about 37 alone. Rows beyond PacGAN's setup: `--set KEY=VALUE`
 (repeatable) trains PacGAN's config with those overrides as a row of its own
 (`<variant>_pack<m>_<key>-<value>.json`, labelled with them), e.g. `--packs 2 --set loss=hinge`.
+It refuses the keys each row sets (pack, num_seeds, num_steps, checkpoint_every) and those
+whose effect depends on num_steps (learning-rate schedules: g_optimizer / d_optimizer.schedule
+and warmup_steps), which would make the early budgets other runs than the last one's start.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import argparse
 import ast
 import datetime
 import json
+import math
 import os
 import runpy
 import sys
@@ -72,6 +78,8 @@ class Table(NamedTuple):
     paper_iterations: int
     paper_trials: int
     num_samples_note: str
+    # What the real-data floor scores, `{n}` its size (the floor's num_samples, else the rows').
+    floor_note: str
 
 
 # PacGAN (Lin et al., NeurIPS 2018), mean ± standard error over their trials.
@@ -111,6 +119,7 @@ TABLE1 = Table(
         "sample; rev. KL: KL of the high-quality samples' mode histogram to uniform; 2,500 "
         "samples per trial."
     ),
+    floor_note="Real data ({n} points of the mixture's test split, scored as the samples are)",
 )
 TABLE3 = Table(
     experiment="pacgan_stacked_mnist.py",
@@ -146,6 +155,10 @@ TABLE3 = Table(
         "(each channel's argmax); KL: of their histogram to uniform; FID and classifier score "
         "against the Stacked-MNIST test set (PacGAN reports modes and KL only)."
     ),
+    floor_note=(
+        "Real data ({n} training images of the fixed Stacked MNIST, scored as the samples are: "
+        "their modes and KL, FID and score against the test set)"
+    ),
 )
 TABLES = {1: TABLE1, 3: TABLE3}
 MODES = {"ring": 8, "grid": 25, "half": 1000, "quarter": 1000}
@@ -174,6 +187,25 @@ def row_name(variant: str, pack: int, settings: dict[str, Any] | None = None) ->
 
 # Keys each row sets itself: an override of them would train another row under this one's name.
 ROW_KEYS = ("pack", "num_seeds", "num_steps", "checkpoint_every")
+# Keys whose effect depends on num_steps: a learning-rate schedule decays over the run
+# (gan_jax.optim), so the run to budget 1,000 would not be the first 1,000 steps of the run to
+# 8,000, and a row's budgets would silently stop being the same trajectories. (burn_in_steps
+# and the EMA are fixed in steps, and do not depend on num_steps.)
+NUM_STEPS_KEYS = tuple(
+    f"{player}.{key}"
+    for player in ("g_optimizer", "d_optimizer")
+    for key in ("schedule", "warmup_steps")
+)
+
+
+def _refuse_schedules(config) -> None:
+    """SystemExit unless both players' learning rates are constant (see NUM_STEPS_KEYS)."""
+    for player in ("g_optimizer", "d_optimizer"):
+        if config[player].schedule != "constant":
+            raise SystemExit(
+                f"error: {player}.schedule is {config[player].schedule!r}: a row's budgets are "
+                "one run evaluated on the way, which needs constant learning rates"
+            )
 
 
 def parse_settings(settings: list[str]) -> dict[str, Any]:
@@ -188,6 +220,13 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
             raise SystemExit(
                 f"error: --set {key}: each row sets {', '.join(ROW_KEYS)} itself; "
                 "use --packs, --trials and --budgets"
+            )
+        if key in NUM_STEPS_KEYS:
+            raise SystemExit(
+                f"error: --set {key}: a learning-rate schedule depends on num_steps, so the run "
+                "to an early budget would not be the first steps of the run to the last one; a "
+                "row's budgets are one run evaluated on the way and need constant learning "
+                "rates (refused: " + ", ".join(NUM_STEPS_KEYS) + ")"
             )
         try:
             parsed[key] = ast.literal_eval(text)
@@ -253,6 +292,7 @@ def train_row(
         config = runpy.run_path(str(experiment))["get_config"](variant)
         config.pack = pack
         _apply(config, settings)
+        _refuse_schedules(config)
         config.num_seeds = trials
         config.num_steps = budget
         config.checkpoint_every = min(int(config.checkpoint_every), budget)
@@ -307,11 +347,50 @@ def _cell(mean: float | None, sem: float | None, metric: Metric) -> str:
     return f"{scale * mean:.{digits}f} ± {scale * sem:.{digits}f}"
 
 
+def _undefined(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def _metric_cell(entry: dict[str, Any], metric: Metric) -> str:
+    """The mean ± s.e. of a budget's trials. A metric undefined in some trials (NaN: the
+    reverse KL of a trial with no high-quality sample, which has no histogram) makes the
+    stored mean NaN; the cell is then the mean ± s.e. over the trials where it is defined,
+    followed by "(k of n undefined)", or "undefined (n of n)" when none has it."""
+    mean, sem = entry["metrics"][metric.key], entry["sem"].get(metric.key)
+    runs = [run.get(metric.key) for run in entry.get("runs", [])]
+    missing = sum(_undefined(value) for value in runs)
+    if not missing:
+        return _cell(mean, sem, metric)
+    defined = [float(value) for value in runs if not _undefined(value)]
+    if not defined:
+        return f"undefined ({missing} of {len(runs)})"
+    mean = sum(defined) / len(defined)
+    sem = None
+    if len(defined) > 1:
+        variance = sum((value - mean) ** 2 for value in defined) / (len(defined) - 1)
+        sem = math.sqrt(variance / len(defined))
+    return f"{_cell(mean, sem, metric)} ({missing} of {len(runs)} undefined)"
+
+
 def _row_cells(table: Table, entry: dict[str, Any]) -> list[str]:
-    return [
-        _cell(entry["metrics"][metric.key], entry["sem"].get(metric.key), metric)
+    return [_metric_cell(entry, metric) for metric in table.metrics]
+
+
+def _has_undefined(table: Table, records: dict) -> bool:
+    return any(
+        _undefined(run.get(metric.key))
+        for record in records.values()
+        for entry in record["budgets"].values()
+        for run in entry.get("runs", [])
         for metric in table.metrics
-    ]
+    )
+
+
+UNDEFINED_NOTE = (
+    "A cell marked (k of n undefined) is the mean ± standard error over the trials where the "
+    "metric is defined: k trials had no high-quality sample, hence no mode histogram and no "
+    "reverse KL. Those are the most collapsed trials, so such a cell flatters its row."
+)
 
 
 def _paper_cells(table: Table, variant: str, pack: int) -> list[str]:
@@ -368,12 +447,21 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
         "",
         f"Mean ± standard error over the trials (PacGAN's rows: their Table {_number(table)}, "
         f"{table.paper_trials} trials, {table.paper_iterations:,} iterations). "
-        + table.num_samples_note,
+        + table.num_samples_note
+        + (" " + UNDEFINED_NOTE if _has_undefined(table, records) else ""),
     ]
     # The floor depends on the variant's data alone: any row's first budget holds it.
-    floors = {_variant(r): next(iter(r["budgets"].values()))["floor"] for r in records.values()}
-    floors = {variant: floor for variant, floor in floors.items() if floor}
+    firsts = {
+        _variant(r): (next(iter(r["budgets"].values()))["floor"], r) for r in records.values()
+    }
+    floors = {variant: floor for variant, (floor, _) in firsts.items() if floor}
     if floors:
+        # Table 1: the rows' num_samples first test points; Table 3: 26,000 training images.
+        sizes = {
+            floor.get("num_samples") or firsts[v][1].get("num_samples")
+            for v, floor in floors.items()
+        }
+        size_text = " / ".join(f"{int(n):,}" for n in sorted(n for n in sizes if n)) or "the"
         labels_of: dict[str, list[str]] = {}  # a floor's text -> the variants it belongs to
         for variant in (v for v in table.variants if v in floors):
             finer = [metric._replace(decimals=metric.decimals + 1) for metric in table.metrics]
@@ -386,7 +474,8 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
             # Table 3's columns share one dataset, so one floor: say it once for both.
             labels_of.setdefault(", ".join(cells), []).append(table.variant_labels[variant])
         described = [f"{' and '.join(labels)}: {cells}" for cells, labels in labels_of.items()]
-        lines.append("Real data (the test split): " + "; ".join(described) + ".")
+        floor_note = table.floor_note.format(n=size_text)
+        lines.append(f"{floor_note}: " + "; ".join(described) + ".")
     # The sweep: every row at every budget, with the wall time of the segment up to it.
     columns = [metric.label.split(" (")[0] for metric in table.metrics]
     lines += [

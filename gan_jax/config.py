@@ -67,6 +67,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     # the real batch of the last critic update in the generator's update too.
     config.loss = "non_saturating"
     config.n_critic = 1  # discriminator updates per generator update
+    # True: simultaneous updates, as PacGAN's 2-D code does: G's gradient comes from D as it was
+    # before this step's D update (both players' gradients from the same parameters), and both
+    # are applied together; needs n_critic = 1. False: alternating updates, G's gradient through
+    # the D its update just made.
+    config.simultaneous_updates = False
     # PacGAN packing: D judges packs of this many samples, concatenated on the last axis
     # (gan_jax.packing); batch_size counts packs. 1: no packing.
     config.pack = 1
@@ -140,6 +145,7 @@ LATER_KEYS = {
     "ema_half_life_images": 0.0,
     "g_optimizer.b2_start": None,
     "d_optimizer.b2_start": None,
+    "simultaneous_updates": False,
 }
 
 
@@ -178,6 +184,23 @@ class ConfigError(ValueError):
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"config.{key}: {message}")
+
+
+def check_simultaneous_updates(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError unless config.simultaneous_updates is a bool, and n_critic is 1 when
+    it is True (one D update, whose parameters before it G's gradient reads)."""
+    simultaneous = setting(config, "simultaneous_updates")
+    _check(
+        isinstance(simultaneous, bool),
+        "simultaneous_updates",
+        f"must be True or False, got {simultaneous!r}",
+    )
+    _check(
+        not simultaneous or int(config.n_critic) == 1,
+        "simultaneous_updates",
+        "updates both players together from the same parameters, one discriminator update a "
+        f"step: it needs n_critic = 1, got n_critic = {config.n_critic!r}",
+    )
 
 
 def _positive_int(value) -> bool:
@@ -287,6 +310,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("latent_dim", "g_width", "d_width", "batch_size", "num_steps"):
         _check(int(config[key]) > 0, key, f"must be a positive integer, got {config[key]!r}")
     _check(int(config.n_critic) >= 1, "n_critic", f"must be at least 1, got {config.n_critic!r}")
+    check_simultaneous_updates(config)
     pack = setting(config, "pack")
     _check(
         isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1,

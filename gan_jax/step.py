@@ -24,6 +24,11 @@ generator makes as many, and the discriminator judges them m at a time, concaten
 the last axis (`gan_jax.packing`); the penalties act on packs, and the relativistic loss pairs
 real pack i with fake pack i.
 
+Simultaneous updates (`config.simultaneous_updates = True`, n_critic = 1; PacGAN's 2-D code):
+the generator's gradient is taken through the discriminator as it was before this step's
+discriminator update, so both gradients come from the same parameters and both updates apply
+together. By default the updates alternate: G's gradient goes through the D its update just made.
+
 Schedules (R3GAN's burn-in, gan_jax.schedules): the R1 / R2 weights and the EMA decay are read
 at `state.step`, Adam's b2 at the optimiser's own update count, all pure functions of the step.
 
@@ -383,6 +388,10 @@ def train_step(
             "(n_critic, local packs): draw it with step_noise"
         )
 
+    simultaneous = config_lib.setting(config, "simultaneous_updates")
+    if simultaneous:
+        config_lib.check_simultaneous_updates(config)
+        before = state  # the discriminator G's gradient reads
     for critic_step in range(config.n_critic):
         critic_labels = critic_batch(labels, critic_step)
         forward = generator_forward(state, noise.z[critic_step], critic_labels, generator=generator)
@@ -402,6 +411,9 @@ def train_step(
     # per step for both players, what the data pipeline draws and images/s counts. (R3GAN's
     # loop, training/training_loop.py in brownvc/R3GAN, draws its G phase a real batch and
     # latents of its own; here G's pairs reuse D's reals and fakes, as its latents already do.)
+    if simultaneous:  # G's update through D before its update; D's update kept as it was
+        d_after = (state.d_params, state.d_state)
+        state = state.replace(d_params=before.d_params, d_state=before.d_state)
     state, g_metrics = generator_update(
         state,
         forward,
@@ -412,4 +424,6 @@ def train_step(
         config=config,
         axis_name=axis_name,
     )
+    if simultaneous:
+        state = state.replace(d_params=d_after[0], d_state=d_after[1])
     return state, _pmean({**d_metrics, **g_metrics}, axis_name)

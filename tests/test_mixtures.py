@@ -338,3 +338,88 @@ def test_table_command_stopped_by_a_signal_says_so_and_records_nothing(tmp_path,
         tables["main"](args)
     assert not (tmp_path / "out" / "ring_pack2.json").exists()  # no budget without its numbers
     assert support.committed_steps(tmp_path / "runs" / "ring_pack2") == [0]  # what resumes
+
+
+def _table1_record(reverse_kls, *, pack=2):
+    """A ring row of len(reverse_kls) trials at one budget, as train_row writes it (NaN: a
+    trial with no high-quality sample)."""
+    runs = [  # no high-quality sample: no mode covered, HQ 0 and no KL
+        {"run_seed": i, "modes_covered": 0, "high_quality": 0.0, "reverse_kl": kl}
+        if math.isnan(kl)
+        else {"run_seed": i, "modes_covered": 8, "high_quality": 0.6, "reverse_kl": kl}
+        for i, kl in enumerate(reverse_kls)
+    ]
+    keys = ("modes_covered", "high_quality", "reverse_kl")
+    values = {key: np.array([run[key] for run in runs], float) for key in keys}
+    entry = {
+        "metrics": {key: float(values[key].mean()) for key in keys},
+        "sem": {key: float(values[key].std(ddof=1) / math.sqrt(len(runs))) for key in keys},
+        "runs": runs,
+        "floor": {"modes_covered": 8, "high_quality": 0.9896, "reverse_kl": 0.0014},
+        "segment_wall_time_s": 60.0,
+    }
+    return {
+        "variant": "ring",
+        "pack": pack,
+        "trials": len(runs),
+        "num_samples": 2500,
+        "machine": {"cpu": "a CPU", "cores": 2},
+        "budgets": {"100": entry},
+    }
+
+
+def test_table1_shows_an_undefined_reverse_kl_as_the_mean_of_the_other_trials(tmp_path):
+    tables = runpy.run_path(str(REPO / "experiments" / "pacgan_tables.py"))
+    table = tables["TABLE1"]
+    (tmp_path / "ring_pack2.json").write_text(json.dumps(_table1_record([0.2, math.nan, 0.4])))
+    records = tables["load_records"](table, tmp_path)  # NaN through the JSON, as stored
+    assert math.isnan(records[("ring", 2, "")]["budgets"]["100"]["metrics"]["reverse_kl"])
+    markdown = tables["format_table"](table, records)
+    # Over the two trials with a KL: 0.3 ± std([0.2, 0.4]) / sqrt(2) = 0.10; no "nan" cell.
+    row = "| PacGAN2, gan_jax | 100 | 5.3 ± 2.7 | 40.0 ± 20.0 | 0.30 ± 0.10 (1 of 3 undefined) |"
+    assert row in markdown and "nan" not in markdown.lower()
+    legend = "A cell marked (k of n undefined) is the mean ± standard error over the trials"
+    assert legend in markdown
+    assert (
+        "Real data (2,500 points of the mixture's test split, scored as the samples are): "
+        "ring: modes (of 8) 8.00, HQ % 98.96, rev. KL 0.001." in markdown
+    )
+    # No trial with a KL: said as such; a table without undefined trials has no such legend.
+    (tmp_path / "ring_pack2.json").write_text(json.dumps(_table1_record([math.nan] * 2)))
+    markdown = tables["format_table"](table, tables["load_records"](table, tmp_path))
+    assert "| 0.0 ± 0.0 | 0.0 ± 0.0 | undefined (2 of 2) |" in markdown
+    (tmp_path / "ring_pack2.json").write_text(json.dumps(_table1_record([0.2, 0.4])))
+    markdown = tables["format_table"](table, tables["load_records"](table, tmp_path))
+    assert "0.30 ± 0.10 |" in markdown and "undefined" not in markdown
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "g_optimizer.schedule=cosine",
+        "d_optimizer.schedule='linear'",
+        "g_optimizer.warmup_steps=100",
+        "d_optimizer.warmup_steps=100",
+    ],
+)
+def test_table_rows_refuse_learning_rate_schedules(key, tmp_path):
+    """A schedule decays over num_steps: the run to an early budget would not be the first
+    steps of the run to the last, so a row's budgets would not be one trajectory."""
+    tables = runpy.run_path(str(REPO / "experiments" / "pacgan_tables.py"))
+    args = ["--mixtures=ring", "--packs=2", "--trials=2", "--budgets=10"]
+    args += [f"--out={tmp_path / 'out'}", f"--workdirs={tmp_path / 'runs'}", "--set", key]
+    with pytest.raises(SystemExit, match=f"--set {key.split('=')[0]}: a learning-rate schedule"):
+        tables["main"](args)
+    # train_row, called directly, refuses a schedule in the config it would train.
+    with pytest.raises(SystemExit, match=r"g_optimizer\.schedule is 'cosine'.*constant"):
+        tables["train_row"](
+            tables["TABLE1"],
+            "ring",
+            2,
+            trials=2,
+            budgets=[10],
+            workdirs=tmp_path / "runs",
+            out=tmp_path / "out",
+            settings={"g_optimizer.schedule": "cosine"},
+        )
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()

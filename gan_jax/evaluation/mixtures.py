@@ -48,7 +48,10 @@ def mixture_metrics(
     """{"modes_covered", "high_quality", "reverse_kl"} of `samples` against the mixture.
 
     high_quality is a fraction in [0, 1]; reverse_kl is in nats, NaN when no sample is of high
-    quality (there is no histogram to compare).
+    quality: there is no histogram to compare, so the KL is undefined (neither 0 nor log K).
+    The mean of several trials with such a one is NaN too (evaluate.combine_runs); the PacGAN
+    tables (experiments/pacgan_tables.py) show the mean ± s.e. over the trials where it is
+    defined, with how many it is not, and say so in their legend.
     """
     counts = mode_histogram(samples, means, std, threshold=threshold)
     total = int(counts.sum())
