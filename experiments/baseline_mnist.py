@@ -11,8 +11,9 @@ b2 0.99) for both players, batch 64, EMA 0.999 with its ramp.
 Not yet a result: not run to its end, nor on several seeds. Probes to 3,000 steps on a shared
 2-core AMD EPYC (experiments/results/baseline_recipe_search.md), 2,000-sample quick evaluations:
 FID 353.7 / 236.2 / 197.1 / 149.4 / 112.7 and classifier score 5.31 / 6.70 / 7.08 / 7.60 / 7.82
-at 1k / 2k / 3k / 5k / 8k steps (16.8 training minutes, shared cores), against the non-saturating twin's 267.5 at 2k (experiments/dcgan_mnist.py):
-ahead per step, far from issue 24's target (FID <= 21.6, score >= 9.0 within 15 minutes).
+at 1k / 2k / 3k / 5k / 8k steps (16.8 training minutes, shared cores), against the
+non-saturating twin's 267.5 at 2k (experiments/dcgan_mnist.py): ahead per step, far from issue
+24's target (FID <= 21.6, score >= 9.0 within 15 minutes).
 R3GAN's own backbone (`model = "r3gan"`) runs 12x slower per image on this CPU.
 """
 
