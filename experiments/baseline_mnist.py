@@ -8,7 +8,7 @@ Model `dcgan_compact` without BatchNorm in G (so the EMA is the whole generator)
 R3GAN's relativistic pairing loss (gan_jax.losses) with R1 and R2 (γ 1 each), Adam(5e-4, b1 0,
 b2 0.99) for both players, batch 64, EMA 0.999 with its ramp.
 
-Not yet a result: not run to its end, nor on several seeds. Probes to 3,000 steps on a shared
+Not yet a result: not run to its end, nor on several seeds. Probes to 8,000 steps on a shared
 2-core AMD EPYC (experiments/results/baseline_recipe_search.md), 2,000-sample quick evaluations:
 FID 353.7 / 236.2 / 197.1 / 149.4 / 112.7 and classifier score 5.31 / 6.70 / 7.08 / 7.60 / 7.82
 at 1k / 2k / 3k / 5k / 8k steps (16.8 training minutes, shared cores), against the
