@@ -186,6 +186,7 @@ class _Bf16Discriminator(nn.Module):
         return nn.Dense(1, dtype=jnp.float32)(h)[:, 0]
 
 
+@pytest.mark.slow  # 2,000 training steps; the fast step checks bf16 compute and gradients
 def test_bf16_gan_learns_the_ring():
     """tests/test_learning.py's 8-Gaussians run with bf16 compute: it still covers the modes."""
     state, train, sample = ring_run(

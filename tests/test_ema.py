@@ -61,7 +61,9 @@ def _trained_dcgan(num_steps=3, model="dcgan"):
     config = tiny_config(model, ema_decay=0.9, ema_standing_stats_batches=3, batch_size=16)
     models = models_lib.build_models(config)
     optimizers = optim.build_optimizers(config)
-    state = state_lib.create_train_state(jax.random.key(0), config)
+    # Jitted: eagerly, XLA compiles every initialiser of the models on its own.
+    init = functools.partial(state_lib.create_train_state, config=config)
+    state = jax.jit(init)(jax.random.key(0))
     step = jax.jit(
         functools.partial(step_lib.train_step, models=models, optimizers=optimizers, config=config)
     )
@@ -71,13 +73,14 @@ def _trained_dcgan(num_steps=3, model="dcgan"):
     return config, models, state
 
 
+@functools.partial(jax.jit, static_argnums=0)  # eagerly, every operation compiles on its own
 def _batch_norm_inputs(generator, params, g_state, z):
     """Each BatchNorm layer's input in a training-mode pass: {layer name: [B, ..., C]}."""
     inputs = {}
 
     def record(next_fun, args, kwargs, context):
         if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
-            inputs[context.module.name] = np.asarray(args[0], np.float64)
+            inputs[context.module.name] = args[0]
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
@@ -97,7 +100,10 @@ def test_ema_generator_samples_with_statistics_of_its_own_params(model):
     key = jax.random.fold_in(jax.random.key(config.seed), state_lib.STANDING_STATS_STREAM)
     z = jax.random.normal(jax.random.split(key)[0], (3, 16, config.latent_dim))
     per_batch = [
-        _batch_norm_inputs(models.generator, state.g_ema_params, state.g_state, z[i])
+        jax.tree.map(
+            lambda x: np.asarray(x, np.float64),
+            _batch_norm_inputs(models.generator, state.g_ema_params, state.g_state, z[i]),
+        )
         for i in range(3)
     ]
     stats = g_state["batch_stats"]
@@ -113,7 +119,9 @@ def test_ema_generator_samples_with_statistics_of_its_own_params(model):
 
     # The training loop's grid and evaluate's sampler both sample with them.
     z_grid = jax.random.normal(jax.random.key(5), (config.num_grid_samples, config.latent_dim))
-    want_grid, _ = models_lib.apply_model(models.generator, params, g_state, z_grid, train=False)
+    want_grid, _ = jax.jit(
+        functools.partial(models_lib.apply_model, models.generator, train=False)
+    )(params, g_state, z_grid)
     grid = train._grid_sampler(models, config, jax.random.key(5))(state)
     np.testing.assert_allclose(grid, want_grid, rtol=1e-4, atol=1e-5)  # other compiler options
 
@@ -125,6 +133,7 @@ def test_ema_generator_samples_with_statistics_of_its_own_params(model):
     assert not np.allclose(got, live(sample_key, 8))
 
 
+@pytest.mark.slow  # the fast step trains standing statistics on; this is the off branch
 def test_standing_statistics_off_keeps_the_running_averages():
     config, models, state = _trained_dcgan(num_steps=1)
     config.ema_standing_stats_batches = 0

@@ -138,7 +138,16 @@ def _case(name: str) -> Case:
     return _CASES[name]
 
 
-@pytest.fixture(params=["seed_mlp", "dcgan", "seed_mlp_sn_wgan", "seed_mlp_pack"])
+# The DCGAN case (about 20 s of compiling) runs with -m slow; the fast step keeps a convolutional
+# fused step in test_multi_step_under_jit_matches_separate_steps.
+@pytest.fixture(
+    params=[
+        "seed_mlp",
+        pytest.param("dcgan", marks=pytest.mark.slow),
+        "seed_mlp_sn_wgan",
+        "seed_mlp_pack",
+    ]
+)
 def case(request):
     return _case(request.param)
 

@@ -101,9 +101,9 @@ def _sharded(config, models, optimizers, state, batches, key):
     return s_state, metrics
 
 
-# In the fast step: dcgan_sn (convolutions, G's BatchNorm, spectral norm, critic batches) and
-# seed_mlp_pack_gp (packs, both penalties); the plain runs they extend, and D's BatchNorm
-# (unrolled_pack, 25 s of compiling), run with -m slow.
+# In the fast step: dcgan_sn (convolutions, G's BatchNorm synced over devices, spectral norm,
+# critic batches) and seed_mlp_pack_gp (packs, both penalties); the plain runs they extend, and
+# D's BatchNorm (unrolled_pack, 25 s of compiling), run with -m slow.
 SLOW_RUNS = ("seed_mlp", "dcgan", "unrolled_pack")
 
 

@@ -321,6 +321,7 @@ def test_dispatch_boundaries_lie_on_a_grid_fixed_by_the_config():
     assert boundaries(0, num_steps=64) == [b for b in full if b < 64] + [64]
 
 
+@pytest.mark.slow  # four scan lengths compiled; the fast step resumes on the fixed grid
 def test_chunking_gives_bitwise_identical_states():
     """Scanned steps (seed_mlp): k steps in one `lax.scan` dispatch compute bit for bit what the
     same steps split differently do. (The dcgan's steps, unrolled on CPU by gan_jax.fused, differ

@@ -142,6 +142,7 @@ def test_a_stack_draws_one_grid_with_a_row_per_run(stack_run):
     assert not np.array_equal(rows[0], rows[1])  # different runs, different samples
 
 
+@pytest.mark.slow  # a stack trained with quick evaluations; the stack is evaluated in the fast step
 def test_quick_evaluations_of_a_stack_score_run_zero(tmp_path, monkeypatch):
     from gan_jax import evaluate
 
