@@ -81,8 +81,7 @@ def _matmul_flops_by_dtype(jaxpr) -> dict:
     return flops
 
 
-# The DCGAN's bf16 state (9 s of compiling) runs with -m slow; the fast step keeps a convolutional
-# bf16 check in test_bf16_gradients_are_the_f32_gradients_rounded.
+# The DCGAN's bf16 state (9 s of compiling) runs with -m slow.
 @pytest.mark.parametrize("model", ["seed_mlp", pytest.param("dcgan", marks=pytest.mark.slow)])
 def test_bf16_state_stays_float32_and_compute_is_bf16(model):
     config, models, state, batch, step = _setup(model, "bfloat16")
@@ -129,6 +128,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.slow  # two DCGANs compiled; the fast step checks bf16 compute on the seed MLP
 def test_bf16_gradients_are_the_f32_gradients_rounded():
     """At the same parameters and inputs, the bf16 model's gradients are the f32 model's up to
     bf16 rounding. Measured: 1.5% (D) and 3.8% (G) relative error of the whole gradient, and

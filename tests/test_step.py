@@ -87,7 +87,7 @@ def test_each_update_changes_only_its_player(model):
         assert_trees_equal(getattr(after_g, field), getattr(after_d, field))
 
 
-@pytest.mark.parametrize("model", ["seed_mlp", "dcgan"])
+@pytest.mark.parametrize("model", ["seed_mlp", pytest.param("dcgan", marks=pytest.mark.slow)])
 def test_train_step_composes_the_two_updates(model):
     """train_step is exactly generator_forward -> discriminator_update -> generator_update with
     the noise it derives from (key, step)."""
