@@ -60,6 +60,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.r3gan_group_size = 16  # channels per group of the blocks' 3x3 convs; 0: dense
     config.r3gan_expansion = 2  # a block's inner width / its width (inverted bottleneck)
     config.num_classes = 0  # > 0 makes both players class-conditional
+    # What the conditional players' labels are: "dataset", the dataset's own labels; "kmeans",
+    # num_classes balanced k-means clusters of the training images in pixel space
+    # (gan_jax.data.clusters), drawn uniformly at sampling: an unconditional model of the images
+    # that reads no label (self-conditioning, Liu et al., CVPR 2020).
+    config.label_source = "dataset"
     config.compute_dtype = "float32"  # "bfloat16": bf16 compute, f32 params and optimiser state
 
     # Objective.
@@ -131,6 +136,8 @@ def get_default_config() -> ml_collections.ConfigDict:
 # Keys added after runs were saved with configs that lack them, and the value that reproduces
 # what those runs did. `setting` reads a key through this table, so an old run's config.json
 # still builds its models and sampler.
+LABEL_SOURCES = ("dataset", "kmeans")
+
 LATER_KEYS = {
     "d_spectral_norm": False,
     "sn_power_iterations": 1,
@@ -146,6 +153,7 @@ LATER_KEYS = {
     "g_optimizer.b2_start": None,
     "d_optimizer.b2_start": None,
     "simultaneous_updates": False,
+    "label_source": "dataset",
 }
 
 
@@ -325,6 +333,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"(num_classes is {config.num_classes})",
     )
     _check(int(config.num_classes) >= 0, "num_classes", "must be 0 (unconditional) or positive")
+    label_source = setting(config, "label_source")
+    _check(
+        label_source in LABEL_SOURCES,
+        "label_source",
+        f"must be one of {', '.join(map(repr, LABEL_SOURCES))}, got {label_source!r}",
+    )
+    _check(
+        label_source != "kmeans" or int(config.num_classes) > 0,
+        "label_source",
+        "'kmeans' conditions the players on num_classes clusters of the training images; set "
+        "config.num_classes to the number of clusters (e.g. 50)",
+    )
     _check(
         0.0 <= float(config.ema_decay) < 1.0,
         "ema_decay",

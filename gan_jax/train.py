@@ -87,6 +87,7 @@ from gan_jax import (
 )
 from gan_jax import config as config_lib
 from gan_jax import models as models_lib
+from gan_jax.data import clusters
 from gan_jax.state import TrainState, create_train_state, sampling_variables
 
 GRID_FILE = "samples"  # images/<GRID_FILE>_<step>.png
@@ -308,7 +309,15 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
             f"config.image_shape is {tuple(config.image_shape)} but config.dataset="
             f"{config.dataset!r} holds images of shape {tuple(images.shape[1:])}"
         )
-    if config.num_classes > 0 and int(labels.max()) >= config.num_classes:
+    if config_lib.setting(config, "label_source") == "kmeans":
+        started = time.perf_counter()
+        labels = clusters.balanced_kmeans(images, int(config.num_classes), seed=config.dataset_seed)
+        logging.info(
+            "labels: %d balanced k-means clusters of the training images (%.1f s)",
+            config.num_classes,
+            time.perf_counter() - started,
+        )
+    elif config.num_classes > 0 and int(labels.max()) >= config.num_classes:
         raise config_lib.ConfigError(
             f"config.num_classes={config.num_classes} but {config.dataset!r} has labels up to "
             f"{int(labels.max())}; set config.num_classes to {int(labels.max()) + 1}"
