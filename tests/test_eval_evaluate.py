@@ -40,15 +40,17 @@ def _real_sampler(images: np.ndarray, pixel_range: str = "symmetric"):
 
 class TestEvaluateGenerator:
     def test_real_images_score_like_the_floor(self, mnist_train):
-        # A floor of 2,000 (the default is 10,000) to keep the test short.
+        # 500 samples and a floor of 500 (the defaults are 10,000) to keep the test short: FID's
+        # small-sample bias is the same on both sides. Measured: FID 11.1 against the floor's
+        # 16.5, score 9.85, precision 0.85, recall 0.88 (at 2,000: 3.3 and 5.9, 9.85, 0.88, 0.86).
         result = evaluate.evaluate_generator(
             _real_sampler(mnist_train[0][-20_000:]),
             dataset="mnist",
-            num_samples=2000,
-            floor_num_samples=2000,
+            num_samples=500,
+            floor_num_samples=500,
         )
         floor = result["floor"]
-        assert result["num_samples"] == 2000 and floor["num_samples"] == 2000
+        assert result["num_samples"] == 500 and floor["num_samples"] == 500
         # Real images (others than the floor's): near the floor.
         assert result["fid"] < 1.5 * floor["fid"]
         assert result["classifier_score"] > 9.5
