@@ -412,9 +412,10 @@ def _variant(record: dict[str, Any]) -> str:
 Key = tuple[str, int, str]  # (variant, pack, extra settings label)
 
 
-def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
-    """Markdown: PacGAN's rows beside gan_jax's at its largest budget, then the budget sweep.
-    Rows with extra settings (`--set`) follow their pack's, labelled with them."""
+def format_table(table: Table, records: dict[Key, dict[str, Any]], *, sweep: bool = True) -> str:
+    """Markdown: PacGAN's rows beside gan_jax's at its largest budget, the floor and the
+    machine, then (with `sweep`) every row at every budget. Rows with extra settings (`--set`)
+    follow their pack's, labelled with them. The README takes the table without the sweep."""
     variants = [v for v in table.variants if any(k[0] == v for k in records)]
     rows = sorted({(k[1], k[2]) for k in records})  # (pack, extra), PacGAN's setup first
     header = ["", "iterations"]
@@ -476,9 +477,24 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
         described = [f"{' and '.join(labels)}: {cells}" for cells, labels in labels_of.items()]
         floor_note = table.floor_note.format(n=size_text)
         lines.append(f"{floor_note}: " + "; ".join(described) + ".")
+    machines = sorted(
+        {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records.values()}
+    )
+    number = _number(table)
+    lines += [
+        "",
+        f"Machine: {'; '.join(machines)}. All trials of a row train together in one process "
+        "(config.num_seeds). Regenerate: `python experiments/pacgan_tables.py"
+        + ("" if table is TABLE1 else f" --table {number}")
+        + "`.",
+    ]
+    if not sweep:
+        return "\n".join(lines) + "\n"
     # The sweep: every row at every budget, with the wall time of the segment up to it.
     columns = [metric.label.split(" (")[0] for metric in table.metrics]
     lines += [
+        "",
+        f"Every row at every budget (experiments/results/pacgan/table{number}.md):",
         "",
         "| row | iterations | " + " | ".join(columns) + " | trials | wall time (cumulative) |",
         "|" + "---|" * (len(columns) + 4),
@@ -494,16 +510,6 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]]) -> str:
                 + f" | {int(budget):,} | {' | '.join(_row_cells(table, entry))} | "
                 f"{record['trials']} | {total / 60:.1f} min |"
             )
-    machines = sorted(
-        {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records.values()}
-    )
-    lines += [
-        "",
-        f"Machine: {'; '.join(machines)}. All trials of a row train together in one process "
-        "(config.num_seeds). Regenerate: `python experiments/pacgan_tables.py"
-        + ("" if table is TABLE1 else f" --table {_number(table)}")
-        + "`.",
-    ]
     return "\n".join(lines) + "\n"
 
 
@@ -597,8 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown, end="")
     if args.update_readme:
         start_marker, end_marker = readme_markers(args.table)
+        headline = format_table(table, records, sweep=False) + (
+            f"\nEvery row at every budget, with wall times: "
+            f"[experiments/results/pacgan/table{args.table}.md]"
+            f"(experiments/results/pacgan/table{args.table}.md).\n"
+        )
         _results_helpers()["update_readme"](
-            args.readme, markdown, start_marker=start_marker, end_marker=end_marker
+            args.readme, headline, start_marker=start_marker, end_marker=end_marker
         )
         print(f"updated {args.readme}")
     return 0

@@ -384,6 +384,10 @@ def test_table1_shows_an_undefined_reverse_kl_as_the_mean_of_the_other_trials(tm
         "Real data (2,500 points of the mixture's test split, scored as the samples are): "
         "ring: modes (of 8) 8.00, HQ % 98.96, rev. KL 0.001." in markdown
     )
+    # The README's part: the headline rows, the floor and the machine, without the sweep.
+    headline = tables["format_table"](table, records, sweep=False)
+    assert row in headline and "Machine: a CPU, 2 cores." in headline
+    assert "| row | iterations" in markdown and "| row | iterations" not in headline
     # No trial with a KL: said as such; a table without undefined trials has no such legend.
     (tmp_path / "ring_pack2.json").write_text(json.dumps(_table1_record([math.nan] * 2)))
     markdown = tables["format_table"](table, tables["load_records"](table, tmp_path))
