@@ -494,7 +494,7 @@ def format_table(table: Table, records: dict[Key, dict[str, Any]], *, sweep: boo
     columns = [metric.label.split(" (")[0] for metric in table.metrics]
     lines += [
         "",
-        f"Every row at every budget (experiments/results/pacgan/table{number}.md):",
+        "Every row at every budget:",
         "",
         "| row | iterations | " + " | ".join(columns) + " | trials | wall time (cumulative) |",
         "|" + "---|" * (len(columns) + 4),
