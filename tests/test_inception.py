@@ -43,22 +43,30 @@ def _variables():
 
 
 @functools.cache
-def _flax_outputs(resize: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(pool, logits) of every golden group under one anchor's pre-processing, the network run
-    once on all groups together (one compiled program); biased logits for pytorch-fid (its fc),
-    unbiased for torch-fidelity (its logits_unbiased)."""
+def _all_flax_outputs() -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{resize: {group: (pool, logits)}} of every golden group under both anchors'
+    pre-processing, the network run once on all of them (one compiled program of about 10 s);
+    biased logits for pytorch-fid (its fc: the bias added here), unbiased for torch-fidelity
+    (its logits_unbiased)."""
     goldens = _goldens()
-    prepped = [inception.preprocess(goldens[f"images_{name}"], resize=resize) for name in GROUPS]
+    keys = [(resize, name) for resize in inception.RESIZE_MODES for name in GROUPS]
+    prepped = [inception.preprocess(goldens[f"images_{name}"], resize=r) for r, name in keys]
     apply = jax.jit(inception.apply_network, static_argnames=("logits_bias", "precision"))
-    pool, logits = apply(
-        _variables(), jax.numpy.concatenate(prepped), logits_bias=resize == "pytorch_fid"
-    )
+    pool, logits = apply(_variables(), jax.numpy.concatenate(prepped), logits_bias=False)
     pool, logits = np.asarray(pool), np.asarray(logits)
-    out, start = {}, 0
-    for name, x in zip(GROUPS, prepped, strict=True):
-        out[name] = (pool[start : start + len(x)], logits[start : start + len(x)])
+    bias = np.asarray(_variables()["params"]["fc"]["bias"])
+    out, start = {resize: {} for resize in inception.RESIZE_MODES}, 0
+    for (resize, name), x in zip(keys, prepped, strict=True):
+        group_logits = logits[start : start + len(x)]
+        if resize == "pytorch_fid":
+            group_logits = group_logits + bias
+        out[resize][name] = (pool[start : start + len(x)], group_logits)
         start += len(x)
     return out
+
+
+def _flax_outputs(resize: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return _all_flax_outputs()[resize]
 
 
 def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -94,6 +102,18 @@ def test_features_and_logits_match_the_anchor(resize):
         ):
             error = _relative_error(actual, expected)
             assert error < FEATURE_RTOL, f"{resize} {name} {label}: relative error {error:.2e}"
+
+
+def test_the_biased_logits_add_the_classifier_bias():
+    # The goldens are compared with the bias added outside the network (one compiled program for
+    # both anchors); here the network's own `logits_bias=True` path, on the classifier alone.
+    fc = inception.Classifier(num_classes=5)
+    pool = jax.random.normal(jax.random.key(0), (3, 8))
+    variables = fc.init(jax.random.key(1), pool, with_bias=False)
+    variables = jax.tree.map(lambda v: v + 0.5, variables)  # a nonzero bias
+    biased = fc.apply(variables, pool, with_bias=True)
+    unbiased = fc.apply(variables, pool, with_bias=False)
+    np.testing.assert_allclose(biased - unbiased, np.full((3, 5), 0.5), rtol=1e-6)
 
 
 def test_the_two_resizes_differ():
