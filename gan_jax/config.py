@@ -133,11 +133,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     return add_loop_defaults(config)
 
 
+LABEL_SOURCES = ("dataset", "kmeans")  # config.label_source
+
 # Keys added after runs were saved with configs that lack them, and the value that reproduces
 # what those runs did. `setting` reads a key through this table, so an old run's config.json
 # still builds its models and sampler.
-LABEL_SOURCES = ("dataset", "kmeans")
-
 LATER_KEYS = {
     "d_spectral_norm": False,
     "sn_power_iterations": 1,

@@ -312,6 +312,12 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
     if config_lib.setting(config, "label_source") == "kmeans":
         started = time.perf_counter()
         labels = clusters.balanced_kmeans(images, int(config.num_classes), seed=config.dataset_seed)
+        if jax.process_count() > 1:
+            # Hosts on other CPUs may break a near tie differently: every process takes the
+            # first process's clusters, so the global batch has one labelling.
+            from jax.experimental import multihost_utils  # noqa: PLC0415
+
+            labels = np.asarray(multihost_utils.broadcast_one_to_all(labels))
         logging.info(
             "labels: %d balanced k-means clusters of the training images (%.1f s)",
             config.num_classes,

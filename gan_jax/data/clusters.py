@@ -79,8 +79,8 @@ def balanced_kmeans(
 
     k-means++ seeding, `iterations` Lloyd rounds, then `balanced_iterations` rounds whose
     assignment step is the balanced one (so the centres settle where the size constraint puts
-    them: on MNIST, k = 50, the share of each cluster's majority digit goes from 0.75 after the
-    first balanced assignment to 0.79 after 6 rounds).
+    them: on MNIST, k = 50, the share of each cluster's majority digit is 0.75 after the first
+    balanced assignment and 0.80 after the 10 rounds; 0.84 for k = 100).
 
     Args:
       images: [N, ...] (uint8 pixels, scaled to [0, 1], or floats); N >= num_clusters.
