@@ -17,6 +17,14 @@ Its rows of PacGAN's Table 1 (10 trials, evaluated at each budget on the way):
 
     python experiments/pacgan_tables.py --trials 10 --packs 1 --budgets 5000,10000,20000 \
         --set label_source=kmeans --set num_classes=50
+
+Measured, the ring (10 trials together, 2-core AMD EPYC with AVX-512, idle; 11.6 iterations a
+second, 29 minutes for the row): modes 7.3 / 7.8 / 8.0 +- 0.0, high quality 21.7 / 32.0 / 62.8
++- 4.5 %, reverse KL 0.43 / 0.23 / 0.06 +- 0.01 at 5,000 / 10,000 / 20,000 iterations (mean +-
+s.e.). Every trial covers all 8 modes and the KL is PacGAN2's (0.07 at 400,000), but the samples
+still sit beside the modes' 3-std discs (std 0.01): high quality below the unconditioned GAN's
+69.5 % at 8,000, and below issue 24's 95 %. The grid was not run (its row would take another
+29 minutes here).
 """
 
 import runpy
