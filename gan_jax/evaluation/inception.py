@@ -51,7 +51,6 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -608,18 +607,11 @@ def _sha256_of(path: pathlib.Path) -> str:
 
 
 def _atomic_write(path: pathlib.Path, write) -> None:
-    """Writes through a temporary file in the same directory, then renames it into place: a
-    crash, a failed check or a concurrent writer never leaves a half-written file under the
-    final name, nor touches what was there before."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    """reference's atomic cache write (temporary file, then rename): a crash, a failed check or
+    a concurrent writer never leaves a half-written file under the final name."""
+    from gan_jax.evaluation import reference  # noqa: PLC0415 (reference imports the metrics stack)
+
+    reference._atomic_write(path, write)
 
 
 def _flatten(variables: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
