@@ -132,6 +132,15 @@ def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
+def _stride_one_conv(precision: Any):
+    """conv(features, kernel, padding, name): the blocks' stride-1 BasicConv2d at `precision`."""
+
+    def conv(features: int, kernel: tuple[int, int], padding: tuple[int, int], name: str):
+        return BasicConv2d(features, kernel, padding=padding, precision=precision, name=name)
+
+    return conv
+
+
 class InceptionA(nn.Module):
     """pytorch-fid's FIDInceptionA (Mixed_5b/c/d): 64 + 64 + 96 + pool_features channels."""
 
@@ -140,9 +149,7 @@ class InceptionA(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv = lambda f, k, p, name: BasicConv2d(  # noqa: E731
-            f, k, padding=p, precision=self.precision, name=name
-        )
+        conv = _stride_one_conv(self.precision)
         b1 = conv(64, (1, 1), (0, 0), "branch1x1")(x)
         b5 = conv(48, (1, 1), (0, 0), "branch5x5_1")(x)
         b5 = conv(64, (5, 5), (2, 2), "branch5x5_2")(b5)
@@ -177,9 +184,7 @@ class InceptionC(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c7 = self.channels_7x7
-        conv = lambda f, k, p, name: BasicConv2d(  # noqa: E731
-            f, k, padding=p, precision=self.precision, name=name
-        )
+        conv = _stride_one_conv(self.precision)
         b1 = conv(192, (1, 1), (0, 0), "branch1x1")(x)
         b7 = conv(c7, (1, 1), (0, 0), "branch7x7_1")(x)
         b7 = conv(c7, (1, 7), (0, 3), "branch7x7_2")(b7)
@@ -221,9 +226,7 @@ class InceptionE(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv = lambda f, k, p, name: BasicConv2d(  # noqa: E731
-            f, k, padding=p, precision=self.precision, name=name
-        )
+        conv = _stride_one_conv(self.precision)
         b1 = conv(320, (1, 1), (0, 0), "branch1x1")(x)
         b3 = conv(384, (1, 1), (0, 0), "branch3x3_1")(x)
         b3 = jnp.concatenate(
