@@ -154,6 +154,8 @@ LATER_KEYS = {
     "d_optimizer.b2_start": None,
     "simultaneous_updates": False,
     "label_source": "dataset",
+    "eval_features": "",
+    "inception_weights": "",
 }
 
 
@@ -444,6 +446,13 @@ def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.Confi
     config.eval_every_num_samples = 2000
     config.eval_at_end = True  # the full evaluation of the final generator, logged as eval/*
     config.eval_num_samples = 10000  # 0: the dataset's default (26,000 for Stacked MNIST)
+    # The feature network of both evaluations: "classifier" (the shipped MNIST CNN), "inception"
+    # (FID's Inception-v3), or "" for the dataset's default (the classifier for MNIST and
+    # Stacked MNIST, Inception for other image datasets; gan_jax.evaluation.feature_networks).
+    config.eval_features = ""
+    # pytorch-fid's pt_inception-2015-12-05-6726825d.pth; "" reads it from the evaluation
+    # cache, downloading it there once where the machine is online.
+    config.inception_weights = ""
     return config
 
 

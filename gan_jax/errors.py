@@ -15,6 +15,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """
     from gan_jax import checkpointing, data  # noqa: PLC0415
     from gan_jax.config import ConfigError  # noqa: PLC0415
+    from gan_jax.evaluation import inception, reference, torch_checkpoint  # noqa: PLC0415
     from gan_jax.train import NonFiniteMetricError  # noqa: PLC0415
 
     return (
@@ -28,4 +29,9 @@ def user_errors() -> tuple[type[Exception], ...]:
         data.ChecksumError,
         data.MnistUnavailableError,
         data.MissingTensorFlowError,
+        # Evaluation's files: Inception weights absent or not pytorch-fid's, a stats file.
+        inception.WeightsUnavailableError,
+        inception.WeightsError,
+        torch_checkpoint.TorchCheckpointError,
+        reference.StatsFileError,
     )

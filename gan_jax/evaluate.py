@@ -1,13 +1,21 @@
-"""Scores a generator with the shipped MNIST feature network, from Python or the command line.
+"""Scores a generator with a feature network, from Python or the command line.
 
     python -m gan_jax.evaluate --workdir <run> [--step S] [--num_samples N] [--seed_index i]
+        [--features classifier|inception] [--inception_weights FILE] [--reference_stats FILE]
 
 loads the run's config, restores the checkpoint (the latest, or step S) read-only, samples N
 images from the EMA generator when the run keeps one, computes every metric against the test
 split's cached reference statistics, prints them beside the real-data floor, and writes
-`<run>/eval/step_<S>.json`. A run of several seeds (config.num_seeds = S, gan_jax.seeds): every
-run is scored on N samples and the table gives their mean ± standard error (`combine_runs`);
-`--seed_index i` scores run i alone and writes `<run>/eval/step_<S>_seed_index_<i>.json`.
+`<run>/eval/step_<S>.json` (`step_<S>_inception.json` with Inception features on MNIST).
+
+The feature network (gan_jax.evaluation.feature_networks): the shipped MNIST classifier for
+MNIST and Stacked MNIST, FID's Inception-v3 (pytorch-fid's weights) for every other image
+dataset, or on MNIST with `--features inception`. `--reference_stats` scores against a published
+`.npz` of `mu` and `sigma` instead of the cached test split (FID only).
+
+A run of several seeds (config.num_seeds = S, gan_jax.seeds): every run is scored on N samples
+and the table gives their mean ± standard error (`combine_runs`); `--seed_index i` scores run i
+alone and writes `<run>/eval/step_<S>_seed_index_<i>.json`.
 
 From Python, `evaluate_generator(sample_fn, dataset=...)` does the same for any sampler; the
 training loop calls it every `eval_every` steps.
@@ -33,7 +41,8 @@ from etils import epath
 
 from gan_jax import paths, xla_options
 from gan_jax.config import POINT_DATASETS
-from gan_jax.evaluation import classifier, mixtures, reference
+from gan_jax.evaluation import classifier, feature_networks, mixtures, reference
+from gan_jax.evaluation import inception as inception_lib
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, n) -> images [n, H, W, C]
 
@@ -44,6 +53,7 @@ _TABLE_ROWS = (
     ("precision", "precision", "higher"),
     ("recall", "recall", "higher"),
     ("classifier_score", "classifier score", "higher"),
+    ("inception_score", "Inception score", "higher"),
     ("class_kl", "class KL", "lower"),
     ("modes", "modes (of 1000)", "higher"),
     ("kl_to_uniform", "KL to uniform", "lower"),
@@ -58,36 +68,50 @@ def _expected_channels(dataset: str) -> int:
     return 3 if dataset == "stacked_mnist" else 1
 
 
+def _check_sample_shape(
+    shape: tuple[int, ...], n: int, network: reference.FeatureNetwork, expected_channels: int
+) -> None:
+    """Raises ValueError saying what the network scores unless images [n, H, W, C] fit it."""
+    if isinstance(network, classifier.FeatureNetwork):
+        if len(shape) != 4 or shape[0] != n or shape[1:] != (28, 28, expected_channels):
+            raise ValueError(
+                f"The sampler returned images of shape {shape} for n={n}; the MNIST feature "
+                f"network scores [n, 28, 28, {expected_channels}] for this dataset. Evaluate "
+                "28x28 models of MNIST (1 channel) or Stacked MNIST (3 channels), or score "
+                "with features='inception' (any size)."
+            )
+    elif len(shape) != 4 or shape[0] != n or shape[3] not in (1, 3):
+        raise ValueError(
+            f"The sampler returned images of shape {shape} for n={n}; Inception-v3 scores "
+            "images [n, H, W, C] with C = 1 or 3."
+        )
+
+
 def sample_embedding(
     sample_fn: SampleFn,
     key: jax.Array,
     *,
     num_samples: int,
-    network: classifier.FeatureNetwork,
+    network: reference.FeatureNetwork,
     pixel_range: tuple[float, float] | str,
     expected_channels: int,
     batch_size: int = 1000,
-) -> classifier.Embedding:
+) -> reference.Embedding:
     """Draws num_samples images, batch_size at a time, and keeps only their features and logits.
 
     Batch i is `sample_fn(fold_in(key, i), batch_size)`, so the samples are a pure function of
-    the key; no more than one batch of images is held at once.
+    the key; no more than one batch of images is held at once. `expected_channels` is checked
+    for the MNIST classifier (1 for MNIST, 3 for Stacked MNIST).
     """
     features, logits = [], []
     for i in range(math.ceil(num_samples / batch_size)):
         n = min(batch_size, num_samples - i * batch_size)
         images = sample_fn(jax.random.fold_in(key, i), n)
-        shape = tuple(images.shape)
-        if len(shape) != 4 or shape[0] != n or shape[1:] != (28, 28, expected_channels):
-            raise ValueError(
-                f"The sampler returned images of shape {shape} for n={n}; the MNIST feature "
-                f"network scores [n, 28, 28, {expected_channels}] for this dataset. Evaluate "
-                "28x28 models of MNIST (1 channel) or Stacked MNIST (3 channels)."
-            )
-        batch = classifier.embed(network, images, pixel_range=pixel_range)
+        _check_sample_shape(tuple(images.shape), n, network, expected_channels)
+        batch = network.embed(images, pixel_range=pixel_range)
         features.append(batch.features)
         logits.append(batch.logits)
-    return classifier.Embedding(np.concatenate(features), np.concatenate(logits))
+    return type(batch)(np.concatenate(features), np.concatenate(logits))
 
 
 def evaluate_generator(
@@ -102,15 +126,19 @@ def evaluate_generator(
     floor_num_samples: int | None = None,
     data_dir: str | None = None,
     data_seed: int = 0,
-    network: classifier.FeatureNetwork | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    features: feature_networks.Features | None = None,
+    network: reference.FeatureNetwork | None = None,
     reference_stats: reference.ReferenceStats | None = None,
+    reference_num_examples: int = reference.DEFAULT_REFERENCE_EXAMPLES,
 ) -> dict[str, Any]:
     """Every metric of a generator's samples against the dataset's test split, and the floor.
 
     Args:
-      sample_fn: (key, n) -> images [n, 28, 28, C] in `pixel_range` (C = 1 for "mnist", 3 for
-        "stacked_mnist"); called with n <= batch_size.
-      dataset: "mnist" or "stacked_mnist".
+      sample_fn: (key, n) -> images [n, H, W, C] in `pixel_range`, called with n <= batch_size:
+        [n, 28, 28, C] for the MNIST classifier (C = 1 for "mnist", 3 for "stacked_mnist"), any
+        H, W and C in {1, 3} for Inception-v3.
+      dataset: "mnist", "stacked_mnist", any image dataset of gan_jax.data, or a 2-D mixture.
       num_samples: default 10,000 for MNIST, 26,000 for Stacked MNIST (PacGAN's protocol).
       pixel_range: the generator's output range: "symmetric" ([-1, 1], dcgan), "unit" ([0, 1],
         seed_mlp) or (low, high).
@@ -118,9 +146,17 @@ def evaluate_generator(
       include_floor: also report the real-data floor (cached after its first computation).
       floor_num_samples: training images in the floor; default as num_samples' default.
       data_dir, data_seed: passed to gan_jax.data for the reference and floor images.
-      network: the feature network; the shipped one by default.
+      image_shape: (H, W, C) the real images are resized to (the run's config.image_shape);
+        None keeps the dataset's own.
+      features: "classifier" or "inception" (feature_networks.default_features(dataset) by
+        default: the classifier for MNIST and Stacked MNIST, Inception otherwise).
+      network: the feature network object (overrides `features`), e.g.
+        `feature_networks.load_inception(path)`.
       reference_stats: the reference to compare with; by default the dataset's test split
-        from the cache (`reference.get_reference`). A training loop may load it once and pass it.
+        from the cache (`reference.get_reference`). A training loop may load it once and pass
+        it; `reference.load_published_stats` reads a published `.npz` (then no floor).
+      reference_num_examples: the reference is the first this many images of the test split
+        (10,000: all of MNIST's; fewer makes a first Inception reference cheaper on a CPU).
 
     Returns:
       A JSON-friendly dict: the metrics (see `reference.score_embedding`), "dataset",
@@ -143,12 +179,20 @@ def evaluate_generator(
             data_seed=data_seed,
         )
     start = time.perf_counter()
-    network = network or classifier.load_feature_network()
+    if network is None:
+        features = features or feature_networks.default_features(dataset)
+        feature_networks.check_features(features, dataset)
+        network = feature_networks.load_network(features)
     num_samples = num_samples or reference.default_num_samples(dataset)
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2; got {num_samples}.")
     ref = reference_stats or reference.get_reference(
-        dataset, network=network, data_dir=data_dir, data_seed=data_seed
+        dataset,
+        network=network,
+        data_dir=data_dir,
+        data_seed=data_seed,
+        max_examples=reference_num_examples,
+        image_shape=image_shape,
     )
     embedding = sample_embedding(
         sample_fn,
@@ -166,7 +210,7 @@ def evaluate_generator(
         reference={k: v for k, v in ref.info.items() if k != "feature_network"},
         feature_network=network.info,
     )
-    if include_floor:
+    if include_floor and "data_sha256" in ref.info:  # published statistics have no floor
         result["floor"] = reference.get_floor(
             dataset,
             reference=ref,
@@ -174,6 +218,7 @@ def evaluate_generator(
             num_samples=floor_num_samples,
             data_dir=data_dir,
             data_seed=data_seed,
+            image_shape=image_shape,
         )
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
@@ -192,7 +237,8 @@ def combine_runs(results: list[dict[str, Any]], *, run_seeds: list[int]) -> dict
             f"combine_runs needs the results of 2 or more runs and one seed each; got "
             f"{len(results)} results and {len(run_seeds)} seeds"
         )
-    metrics = [k for k in [key for key, _, _ in _TABLE_ROWS] + ["kid_std"] if k in results[0]]
+    extra = ["kid_std", "inception_score_std"]
+    metrics = [k for k in [key for key, _, _ in _TABLE_ROWS] + extra if k in results[0]]
     combined = {k: v for k, v in results[0].items() if k not in metrics}
     sem = {}
     for key in metrics:
@@ -246,10 +292,16 @@ def format_table(result: dict[str, Any]) -> str:
             f"{ref['threshold_std']:g} std of the nearest mode"
         )
         return "\n".join(lines)
+    ref = result["reference"]
+    against = (
+        f"the statistics in {ref['stats_file']}"
+        if "stats_file" in ref
+        else f"its {ref.get('split')} split"
+    )
+    resize = f", {net['resize']} resize" if "resize" in net else ""
     lines.append(
-        f"{result['num_samples']} samples of {result['dataset']}{per_run} vs its "
-        f"{result['reference'].get('split')} split; feature network {net['version']} "
-        f"(sha256 {net['sha256'][:12]}...)"
+        f"{result['num_samples']} samples of {result['dataset']}{per_run} vs {against}; "
+        f"feature network {net['version']} (sha256 {net['sha256'][:12]}...{resize})"
     )
     return "\n".join(lines)
 
@@ -547,9 +599,18 @@ def restore_sampler(
     )
 
 
+def reference_image_shape(config: Any) -> tuple[int, ...] | None:
+    """The shape real images are scored at: the run's config.image_shape where it resizes the
+    dataset, None (the dataset's own) for MNIST and Stacked MNIST, which are used as they are."""
+    if str(config.dataset) in feature_networks.CLASSIFIER_DATASETS:
+        return None
+    shape = config.get("image_shape")
+    return tuple(int(d) for d in shape) if shape else None
+
+
 def summary_scalars(result: dict[str, Any], *, prefix: str = "eval/") -> dict[str, float]:
     """The scalar metrics of a result (and its floor, as `<prefix>floor_<name>`) for logging."""
-    keys = [key for key, _, _ in _TABLE_ROWS] + ["kid_std"]
+    keys = [key for key, _, _ in _TABLE_ROWS] + ["kid_std", "inception_score_std"]
     scalars = {f"{prefix}{k}": float(result[k]) for k in keys if k in result}
     floor = result.get("floor", {})
     scalars.update({f"{prefix}floor_{k}": float(floor[k]) for k in keys if k in floor})
@@ -565,6 +626,10 @@ def evaluate_run(
     include_floor: bool = True,
     write: bool = True,
     seed_index: int | None = None,
+    features: feature_networks.Features | None = None,
+    inception_weights: str | os.PathLike | None = None,
+    reference_stats: str | os.PathLike | None = None,
+    reference_num_examples: int = reference.DEFAULT_REFERENCE_EXAMPLES,
 ) -> tuple[dict[str, Any], epath.Path | None]:
     """Evaluates a run's checkpoint; writes `<workdir>/eval/step_<S>.json` when `write`.
 
@@ -572,10 +637,27 @@ def evaluate_run(
     a URL such as gs://bucket/run. A run of several seeds (config.num_seeds > 1): every run is
     scored on `num_samples` samples and combined (`combine_runs`: mean ± standard error), or,
     with `seed_index`, run `seed_index` alone (written to eval/step_<S>_seed_index_<i>.json).
+
+    features: "classifier" or "inception"; the dataset's default when None. A network other
+    than the default adds `_<features>` to the file name (step_<S>_inception.json), a
+    `reference_stats` file (published mu and sigma, FID only) `_vs_<its stem>`, so no result
+    overwrites another kind. `inception_weights`: a local pt_inception-2015-12-05-6726825d.pth.
+    `reference_num_examples`: test images in the reference (see `evaluate_generator`).
     """
     workdir = paths.resolve(workdir)
     first = restore_sampler(workdir, step=step, seed_index=seed_index or 0)
     config, step = first.config, first.step
+    dataset = str(config.dataset)
+    network, suffix, published = None, "", None
+    if dataset not in POINT_DATASETS:
+        features = features or feature_networks.default_features(dataset)
+        feature_networks.check_features(features, dataset)
+        network = feature_networks.load_network(features, inception_weights=inception_weights)
+        if features != feature_networks.default_features(dataset):
+            suffix = f"_{features}"
+        if reference_stats:
+            published = reference.load_published_stats(reference_stats)
+            suffix += f"_vs_{epath.Path(str(published.info['stats_file'])).stem}"
     if seed_index is None and first.num_seeds > 1:
         indices = list(range(first.num_seeds))
     else:
@@ -587,24 +669,28 @@ def evaluate_run(
         results.append(
             evaluate_generator(
                 sampler.sample_fn,
-                dataset=str(config.dataset),
+                dataset=dataset,
                 num_samples=num_samples,
                 pixel_range=sampler.pixel_range,
                 seed=seed,
                 include_floor=include_floor,
                 data_dir=str(config.get("data_dir", "")) or None,
                 data_seed=int(config.get("dataset_seed", 0)),
+                image_shape=reference_image_shape(config),
+                network=network,
+                reference_stats=published,
+                reference_num_examples=reference_num_examples,
             )
         )
     run_seeds = [int(config.seed) + index for index in indices]
-    name = f"step_{step}.json"
+    name = f"step_{step}{suffix}.json"
     if len(results) > 1:
         result = combine_runs(results, run_seeds=run_seeds)
     else:
         result = results[0]
         if first.num_seeds > 1:  # one run of a stack
             result.update(seed_index=indices[0], run_seed=run_seeds[0])
-            name = f"step_{step}_seed_index_{indices[0]}.json"
+            name = f"step_{step}_seed_index_{indices[0]}{suffix}.json"
     result.update(step=step, workdir=str(workdir), model=str(config.model))
     path = None
     if write:
@@ -650,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _OneLineParser(
         prog="python -m gan_jax.evaluate",
-        description="Score a run's generator with the shipped MNIST feature network.",
+        description="Score a run's generator: FID, KID, precision / recall and a class score.",
     )
     parser.add_argument("--workdir", required=True, help="the run directory (holds checkpoints/)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
@@ -671,6 +757,32 @@ def main(argv: list[str] | None = None) -> int:
         help="a run of several seeds (config.num_seeds): score run i alone (default: every run, "
         "mean ± standard error)",
     )
+    parser.add_argument(
+        "--features",
+        choices=feature_networks.FEATURES,
+        default=None,
+        help="feature network: the MNIST classifier (default for MNIST and Stacked MNIST) or "
+        "FID's Inception-v3 (default for other image datasets)",
+    )
+    parser.add_argument(
+        "--inception_weights",
+        "--inception-weights",
+        default=None,
+        help=f"path of {inception_lib.WEIGHTS_FILENAME} (default: the cache, else downloaded)",
+    )
+    parser.add_argument(
+        "--reference_stats",
+        "--reference-stats",
+        default=None,
+        help="a .npz of published FID statistics (mu, sigma) to score against (FID only)",
+    )
+    parser.add_argument(
+        "--reference_examples",
+        "--reference-examples",
+        type=_sample_count,
+        default=reference.DEFAULT_REFERENCE_EXAMPLES,
+        help="test images in the reference statistics (default 10,000)",
+    )
     args = parser.parse_args(argv)
 
     logging.getLogger("absl").addFilter(_READ_ONLY_NOTICE_FILTER)  # Orbax logs through absl
@@ -682,6 +794,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             include_floor=not args.no_floor,
             seed_index=args.seed_index,
+            features=args.features,
+            inception_weights=args.inception_weights,
+            reference_stats=args.reference_stats,
+            reference_num_examples=args.reference_examples,
         )
     except user_errors() as e:  # no run, no such step, damaged data: the message says it all
         print(f"error: {e}", file=sys.stderr)

@@ -331,11 +331,37 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
     return images, labels
 
 
+def _eval_features(config: ml_collections.ConfigDict) -> str:
+    """The feature network the run's evaluations use: config.eval_features, or the dataset's
+    default."""
+    from gan_jax.evaluation import feature_networks  # noqa: PLC0415 (evaluation stack)
+
+    chosen = str(config_lib.setting(config, "eval_features"))
+    return chosen or feature_networks.default_features(config.dataset)
+
+
 def _check_evaluable(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError before training when the evaluations the config asks for cannot run:
-    the shipped feature network scores 28x28 images only (1 channel, 3 for Stacked MNIST)."""
+    the shipped feature network scores 28x28 images only (1 channel, 3 for Stacked MNIST), and
+    Inception-v3 needs its weights file (loaded here, so a run never trains for hours to find
+    it missing at its first evaluation)."""
     evaluates = config.eval_at_end or config.eval_every > 0
-    if not evaluates or config.dataset not in ("mnist", "stacked_mnist"):
+    if not evaluates or config.dataset in config_lib.POINT_DATASETS:
+        return
+    from gan_jax.evaluation import feature_networks, inception  # noqa: PLC0415
+
+    features = _eval_features(config)
+    try:
+        feature_networks.check_features(features, config.dataset)
+    except config_lib.ConfigError as error:
+        raise config_lib.ConfigError(f"config.eval_features: {error}") from None
+    if features == "inception":
+        try:
+            feature_networks.load_inception(config_lib.setting(config, "inception_weights") or None)
+        except (inception.WeightsUnavailableError, inception.WeightsError) as error:
+            raise config_lib.ConfigError(
+                f"{error} Or turn evaluation off: --config.eval_at_end=False --config.eval_every=0."
+            ) from None
         return
     height, width = tuple(config.image_shape)[:2]
     if (height, width) != (28, 28):
@@ -420,20 +446,25 @@ def _per_run_sampler(models, config, keys: jax.Array, *, num_samples: int):
 
 
 def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None:
-    """Scores the sampling generator with the shipped feature network (MNIST-like data), or
+    """Scores the sampling generator with the run's feature network (`_eval_features`: the
+    MNIST classifier for MNIST and Stacked MNIST, Inception-v3 for other image datasets), or
     with the mode-collapse metrics of the 2-D mixtures (gan_jax.evaluation.mixtures).
 
     `options` go to `evaluate.evaluate_generator` (num_samples, ...). Runs on process 0 alone,
     on host copies of the generator (the other processes go on to the next dispatch and wait
-    there), so processes sharing a machine never race on the caches. None elsewhere, and for
-    datasets the feature network does not score.
+    there), so processes sharing a machine never race on the caches. None elsewhere.
     """
-    if config.dataset not in ("mnist", "stacked_mnist", *config_lib.POINT_DATASETS):
-        logging.info("no feature network for %s; skipping evaluation", config.dataset)
-        return None
     if not writer.active:
         return None
     from gan_jax import evaluate  # local: loads the feature network only when evaluating
+    from gan_jax.evaluation import feature_networks  # noqa: PLC0415
+
+    network = None
+    if config.dataset not in config_lib.POINT_DATASETS:
+        network = feature_networks.load_network(
+            _eval_features(config),
+            inception_weights=config_lib.setting(config, "inception_weights") or None,
+        )
 
     host = jax.device_get(
         state.replace(d_params=None, d_state=None, g_opt_state=None, d_opt_state=None)
@@ -446,6 +477,8 @@ def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None
         pixel_range=models.pixel_range,
         data_dir=config.data_dir or None,
         data_seed=config.dataset_seed,
+        image_shape=evaluate.reference_image_shape(config),
+        network=network,
         **options,
     )
 

@@ -34,3 +34,19 @@ def pytest_sessionstart(session):
         from gan_jax import data
 
         data.load_split("mnist", "test")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """No test reaches the network: a download attempt fails as it would offline (the Inception
+    weights' loader then raises its message naming the file, the URL and the flag)."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("tests run offline (tests/conftest.py)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)

@@ -33,6 +33,7 @@ class TestShippedWeights:
         assert isinstance(sidecar["seed"], int)
         assert network.version == sidecar["version"]
         assert network.info == {
+            "name": "classifier",
             "version": sidecar["version"],
             "sha256": sidecar["sha256"],
             "test_accuracy": sidecar["test_accuracy"],

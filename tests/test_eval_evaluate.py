@@ -103,6 +103,7 @@ class TestEvaluateGenerator:
             evaluate.evaluate_generator(
                 lambda key, n: jnp.zeros((n, 28, 28, 1)),
                 dataset="cifar10",
+                features="classifier",
                 num_samples=10,
                 include_floor=False,
             )

@@ -91,10 +91,14 @@ def test_tiny_run_writes_everything(tmp_path, capsys, monkeypatch):
 
     evaluations = []
 
-    def fake_evaluate(sample_fn, *, dataset, num_samples, pixel_range, data_dir, data_seed):
+    def fake_evaluate(
+        sample_fn, *, dataset, num_samples, pixel_range, data_dir, data_seed, image_shape, network
+    ):
         images = np.asarray(sample_fn(jax.random.key(0), 5))
         evaluations.append((images.shape, float(images.min()), float(images.max())))
         assert (dataset, num_samples, pixel_range) == ("mnist", 7, "unit")
+        # MNIST: the shipped classifier, on the dataset's own 28x28 images.
+        assert image_shape is None and network.info["name"] == "classifier"
         return {"fid": 1.5, "dataset": dataset}
 
     monkeypatch.setattr(evaluate, "evaluate_generator", fake_evaluate)

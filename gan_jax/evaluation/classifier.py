@@ -135,8 +135,25 @@ class FeatureNetwork:
 
     @property
     def info(self) -> dict[str, Any]:
-        """What results record about the network: {"version", "sha256", "test_accuracy"}."""
-        return {"version": self.version, "sha256": self.sha256, "test_accuracy": self.test_accuracy}
+        """What results record about the network: {"name", "version", "sha256",
+        "test_accuracy"}."""
+        return {
+            "name": "classifier",
+            "version": self.version,
+            "sha256": self.sha256,
+            "test_accuracy": self.test_accuracy,
+        }
+
+    @property
+    def cache_key(self) -> str:
+        """The part of a reference cache's name that changes with the network."""
+        return f"net{self.sha256[:16]}"
+
+    def embed(
+        self, images: Any, *, pixel_range: tuple[float, float] | str = (0.0, 1.0)
+    ) -> Embedding:
+        """`embed(self, images, pixel_range=...)`: features and per-channel logits."""
+        return embed(self, images, pixel_range=pixel_range)
 
 
 def save_weights(params: Any, directory: str | pathlib.Path, metadata: dict[str, Any]) -> str:

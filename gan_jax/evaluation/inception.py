@@ -525,6 +525,11 @@ class WeightsError(ValueError):
     misshapen tensors."""
 
 
+class WeightsUnavailableError(FileNotFoundError):
+    """No weights file where one was asked for, none cached, and no download: the message names
+    the file, its URL, its checksum and how to pass a path."""
+
+
 def variables_from_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """pytorch-fid's state dict {torch name: array} → Flax variables {"params", "batch_stats"}.
 
@@ -665,8 +670,10 @@ def _missing_weights_message(cache_dir: pathlib.Path, reason: str) -> str:
     return (
         f"FID's Inception-v3 weights are not available ({reason}). Get {WEIGHTS_FILENAME} "
         f"({WEIGHTS_BYTES:,} bytes, sha256 {WEIGHTS_SHA256}) from {WEIGHTS_URL} on a machine "
-        "that reaches it, then either pass its path (gan_jax.evaluation.inception."
-        f"load_weights(path=...)) or copy it to {cache_dir / WEIGHTS_FILENAME}."
+        "that reaches it, then either pass its path (--inception_weights FILE, "
+        "--config.inception_weights=FILE, or gan_jax.evaluation.inception.load_weights("
+        "path=...)) or copy it to "
+        f"{cache_dir / WEIGHTS_FILENAME}."
     )
 
 
@@ -712,8 +719,8 @@ def load_weights(
       timeout_s: of the download's connection.
 
     Raises:
-      FileNotFoundError: no file and no download; the message names the file, its URL, its
-        checksum and how to pass a path.
+      WeightsUnavailableError (a FileNotFoundError): no file and no download; the message names
+        the file, its URL, its checksum and how to pass a path.
       WeightsError: the file's sha256 is not `expected_sha256`, or it lacks (or has extra or
         misshapen) tensors. Nothing in the cache is written or changed then.
       torch_checkpoint.TorchCheckpointError: the file is not a readable torch state dict.
@@ -725,18 +732,18 @@ def load_weights(
     if path is not None:
         source = pathlib.Path(paths.resolve(path))
         if not source.is_file():
-            raise FileNotFoundError(_missing_weights_message(cache, f"no file at {source}"))
+            raise WeightsUnavailableError(_missing_weights_message(cache, f"no file at {source}"))
     else:
         source = cache / WEIGHTS_FILENAME
         if not source.is_file():
             if not download:
-                raise FileNotFoundError(
+                raise WeightsUnavailableError(
                     _missing_weights_message(cache, "not in the cache, and download is off")
                 )
             try:
                 _download(WEIGHTS_URL, source, expected_sha256, timeout_s)
             except (urllib.error.URLError, OSError) as error:
-                raise FileNotFoundError(
+                raise WeightsUnavailableError(
                     _missing_weights_message(cache, f"download failed: {error}")
                 ) from error
     digest = _sha256_of(source)

@@ -1,0 +1,277 @@
+"""Inception-v3 as the evaluator's feature network: batched over devices, wired into
+evaluate_generator, the reference cache, published statistics, the CLI and the training loop.
+
+The network runs on the goldens' seeded weights (tests/test_inception.py checks them against
+pytorch-fid and torch-fidelity); the real file is never needed or downloaded. A forward pass
+costs about 0.13 s per image on a CPU whatever the input size (every image is resized to 299),
+so these tests score a few dozen images and share one module-wide set of results.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import config as config_lib
+from gan_jax import evaluate, train
+from gan_jax.evaluation import feature_networks, inception, reference
+
+DATA = pathlib.Path(__file__).parent / "data"
+NUM = 12  # samples per evaluation: the Inception Score's 10 splits need at least 10
+
+
+@functools.cache
+def _goldens() -> dict[str, np.ndarray]:
+    with np.load(DATA / "inception_goldens.npz", allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+@functools.cache
+def _seeded_weights() -> inception.InceptionWeights:
+    seed = json.loads(str(_goldens()["meta"]))["seed"]
+    return inception.InceptionWeights(inception.seeded_variables(seed), "0" * 64, "seeded")
+
+
+def _network(resize: str = "pytorch_fid") -> feature_networks.InceptionNetwork:
+    # 1 image per device: the 4 forced CPU devices make batches of 4 (cheap on 2 cores).
+    return feature_networks.InceptionNetwork(_seeded_weights(), resize=resize, batch_per_device=1)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("GAN_JAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "eval_cache"))
+
+
+@pytest.fixture(autouse=True)
+def seeded_weights_everywhere(monkeypatch):
+    """Whatever asks for pytorch-fid's file gets the seeded weights (batches of 4), so the CLI
+    and the training loop run offline; `load_inception` itself is tested below."""
+
+    def load(weights_path=None, *, resize="pytorch_fid", download=True):
+        return _network(resize)
+
+    monkeypatch.setattr(feature_networks, "load_inception", load)
+
+
+@functools.cache
+def _mnist_test() -> np.ndarray:
+    from gan_jax import data
+
+    return data.load_split("mnist", "test")[0]
+
+
+def _real_sampler(images: np.ndarray):
+    """A 'generator' of real images in [-1, 1]: batch i of a key is a fixed slice."""
+
+    def sample_fn(key, n):
+        start = int(jax.random.randint(key, (), 0, images.shape[0] - n))
+        return jnp.asarray(images[start : start + n], jnp.float32) / 127.5 - 1.0
+
+    return sample_fn
+
+
+def test_embed_matches_pytorch_fid_across_batches_padding_and_devices():
+    """6 images in batches of 4 over 4 devices (the second batch half padding): each row equals
+    pytorch-fid's output for that image, so batching, padding and sharding change nothing."""
+    goldens = _goldens()
+    images = goldens["images_mnist28"]
+    images = np.concatenate([images, images[:2]])  # uint8, 6 rows
+    embedding = _network().embed(images)
+    expected_pool = np.concatenate([goldens["pool_pytorch_fid_mnist28"]] * 2)[:6]
+    bias = np.asarray(_seeded_weights().variables["params"]["fc"]["bias"])
+    expected_logits = np.concatenate([goldens["logits_pytorch_fid_mnist28"]] * 2)[:6] - bias
+    assert embedding.features.shape == (6, inception.FEATURE_DIM)
+    scale = np.abs(expected_pool).max()
+    assert np.abs(embedding.features - expected_pool).max() / scale < 1e-4
+    assert np.abs(embedding.logits - expected_logits).max() / np.abs(expected_logits).max() < 1e-4
+    # Float input in the generator's [-1, 1] gives the same features as the uint8 it came from.
+    floats = _network().embed(images[:4].astype(np.float32) / 127.5 - 1.0, pixel_range="symmetric")
+    np.testing.assert_allclose(floats.features, embedding.features[:4], rtol=1e-5, atol=1e-6)
+
+
+@functools.cache
+def _scored() -> dict[str, dict]:
+    """evaluate_generator with Inception on real MNIST test images against a reference of
+    other test images, and on one image repeated (a collapsed generator)."""
+    images = _mnist_test()
+    real = evaluate.evaluate_generator(
+        _real_sampler(images[1000:2000]),
+        dataset="mnist",
+        network=_network(),
+        num_samples=NUM,
+        batch_size=NUM,
+        reference_num_examples=NUM,
+        floor_num_samples=NUM,
+    )
+    collapsed = evaluate.evaluate_generator(
+        lambda key, n: jnp.broadcast_to(
+            jnp.asarray(images[5000], jnp.float32) / 255.0, (n,) + images.shape[1:]
+        ),
+        dataset="mnist",
+        network=_network(),
+        num_samples=NUM,
+        batch_size=NUM,
+        pixel_range="unit",
+        reference_num_examples=NUM,
+        include_floor=False,
+    )
+    return {"real": real, "collapsed": collapsed}
+
+
+def test_evaluate_generator_reports_inception_metrics_beside_the_floor():
+    real, collapsed = _scored()["real"], _scored()["collapsed"]
+    for key in ("fid", "kid", "precision", "recall", "inception_score", "inception_score_std"):
+        assert np.isfinite(real[key]), key
+    assert "classifier_score" not in real and "class_kl" not in real
+    assert real["feature_network"]["name"] == "inception"
+    assert real["feature_network"]["resize"] == "pytorch_fid"
+    assert real["reference"]["image_shape"] == [28, 28, 1]
+    assert real["floor"]["num_samples"] == NUM and "inception_score" in real["floor"]
+    # One image repeated: no spread, so its Inception Score is exactly 1 and its FID worse
+    # than real images'.
+    assert collapsed["inception_score"] == pytest.approx(1.0, abs=1e-9)
+    assert collapsed["fid"] > real["fid"]
+    table = evaluate.format_table(real)
+    assert "Inception score" in table and "pytorch_fid resize" in table
+
+
+def test_the_reference_is_cached_per_resize():
+    """A second evaluation reads the reference the first wrote, named by its network and size."""
+    _scored()
+    cache = reference.cache_dir()
+    names = sorted(p.name for p in cache.glob("mnist-test-*inception-pytorch_fid*.npz"))
+    assert len(names) == 1 and f"max{NUM}" in names[0]
+    cached = reference.get_reference("mnist", network=_network(), max_examples=NUM, use_cache=True)
+    assert cached.features.shape == (NUM, inception.FEATURE_DIM) and cached.histogram is None
+    assert cached.info["data_sha256"] == _scored()["real"]["reference"]["data_sha256"]
+    # The resize changes every feature, so it is part of the cache's key, as the weights are.
+    keys = {_network(r).cache_key for r in inception.RESIZE_MODES}
+    assert len(keys) == 2 and all(_seeded_weights().sha256[:16] in key for key in keys)
+
+
+def test_published_statistics_give_fid_against_them(tmp_path):
+    """A pytorch-fid style .npz (mu, sigma) is a reference: FID equals the Frechet distance to
+    those moments; no KID, precision / recall or floor, since the file holds no images."""
+    real = _scored()["real"]
+    ref = reference.get_reference("mnist", network=_network(), max_examples=NUM)
+    stats = tmp_path / "published.npz"
+    np.savez(stats, mu=ref.mu, sigma=ref.cov)
+    published = reference.load_published_stats(stats)
+    result = evaluate.evaluate_generator(
+        _real_sampler(_mnist_test()[1000:2000]),
+        dataset="mnist",
+        network=_network(),
+        num_samples=NUM,
+        batch_size=NUM,
+        reference_stats=published,
+    )
+    assert result["fid"] == pytest.approx(real["fid"], rel=1e-9)
+    assert "kid" not in result and "precision" not in result and "floor" not in result
+    assert result["reference"]["stats_file"] == str(stats)
+    assert "the statistics in" in evaluate.format_table(result)
+
+
+@pytest.mark.parametrize(
+    ("contents", "message"),
+    [
+        ({"mu": np.zeros(3)}, r"holds \['mu'\]"),
+        ({"mu": np.zeros(3), "sigma": np.zeros((3, 2))}, "mu must be"),
+        ({"mu": np.full(2, np.nan), "sigma": np.eye(2)}, "NaN"),
+        (None, "one array"),
+        (b"not a zip", "Cannot read"),
+    ],
+)
+def test_bad_statistics_files_are_refused_and_left_as_they_were(tmp_path, contents, message):
+    path = tmp_path / "stats.npz"
+    if contents is None:
+        with path.open("wb") as f:
+            np.save(f, np.zeros(3))
+    elif isinstance(contents, bytes):
+        path.write_bytes(contents)
+    else:
+        np.savez(path, **contents)
+    before = path.read_bytes()
+    with pytest.raises(reference.StatsFileError, match=message):
+        reference.load_published_stats(path)
+    assert path.read_bytes() == before
+
+
+def test_features_that_cannot_score_a_dataset_are_config_errors():
+    with pytest.raises(config_lib.ConfigError, match=r"\['mnist', 'stacked_mnist'\]"):
+        feature_networks.check_features("classifier", "cifar10")
+    with pytest.raises(config_lib.ConfigError, match="one of"):
+        feature_networks.check_features("vgg", "mnist")
+    assert feature_networks.default_features("mnist") == "classifier"
+    assert feature_networks.default_features("stacked_mnist") == "classifier"
+    assert feature_networks.default_features("cifar10") == "inception"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A seed_mlp run directory holding one checkpoint at step 3 (untrained weights)."""
+    from gan_jax import checkpointing, state
+
+    workdir = tmp_path_factory.mktemp("run")
+    cfg = config_lib.get_default_config()
+    cfg.model = "seed_mlp"
+    cfg.g_width = 16
+    cfg.d_width = 16
+    train_state = state.create_train_state(jax.random.key(0), cfg).replace(step=jnp.int32(3))
+    with checkpointing.Checkpointer(workdir) as ckpt:
+        ckpt.save(3, train_state, config=cfg, force=True)
+    return workdir
+
+
+def test_cli_scores_an_mnist_run_with_inception_beside_its_classifier_result(tiny_run, capsys):
+    args = ["--workdir", str(tiny_run), "--num_samples", str(NUM), "--no_floor"]
+    inception_args = args + ["--features", "inception", "--reference_examples", str(NUM)]
+    assert evaluate.main(inception_args) == 0
+    out = capsys.readouterr().out
+    assert "Inception score" in out and "FID" in out
+    result = json.loads((tiny_run / "eval" / "step_3_inception.json").read_text())
+    assert result["feature_network"]["name"] == "inception" and result["num_samples"] == NUM
+    assert not (tiny_run / "eval" / "step_3.json").exists()  # the classifier's name is free
+
+
+def test_cli_bad_feature_and_stats_arguments_are_one_line(tiny_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--workdir", str(tiny_run), "--features", "vgg"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    bad = tmp_path / "stats.npz"
+    np.savez(bad, mean=np.zeros(2))
+    code = evaluate.main(
+        ["--workdir", str(tiny_run), "--features", "inception", "--reference_stats", str(bad)]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "'mu' [D] and 'sigma'" in err
+
+
+def test_training_refuses_to_start_without_the_inception_weights(monkeypatch, tmp_path):
+    """A run that would evaluate with Inception loads its weights before the first step: when
+    the file is missing the ConfigError names the file and how to turn evaluation off."""
+    monkeypatch.setattr(feature_networks, "load_inception", _real_load_inception)
+    monkeypatch.setattr(feature_networks, "_cached_weights", _offline_weights)
+    cfg = config_lib.get_default_config()
+    cfg.dataset = "mnist"
+    cfg.eval_features = "inception"
+    with pytest.raises(config_lib.ConfigError, match="pt_inception-2015-12-05") as error:
+        train._check_evaluable(cfg)
+    assert "--config.eval_at_end=False" in str(error.value)
+    cfg.eval_features = "classifier"
+    cfg.dataset = "cifar10"
+    cfg.image_shape = (32, 32, 3)
+    with pytest.raises(config_lib.ConfigError, match="config.eval_features"):
+        train._check_evaluable(cfg)
+
+
+_real_load_inception = feature_networks.load_inception
+
+
+def _offline_weights(path, download):
+    return inception.load_weights(path, download=False)
