@@ -35,12 +35,12 @@ torch (gan_jax.evaluation.torch_checkpoint), maps torch names onto the Flax tree
 file's sha256 and caches the converted arrays as `.npz` in `reference.cache_dir()`.
 
 Cost: about 5.7 G multiply-adds per image at 299 x 299 whatever the input size, since every
-image is resized first. Measured on the project's 2-core AMD EPYC while another job shared it
-(load average 3.7), 28x28x1 input in batches of 50, float32: 131 s per 1,000 images under
-`xla_options.jit(platform="cpu")` (no YNNPACK), 228 s under plain `jax.jit`; compiling takes
-7-13 s. pytorch-fid's torch forward measured 80-110 s per 1,000 on the same machine (less
-loaded). So 10,000 samples cost about 20 minutes of CPU here: an accelerator's job, or a rare
-evaluation on CPU.
+image is resized first. Measured with experiments/bench_inception.py on the project's 2-core
+AMD EPYC (AVX-512, idle), 28x28x1 input in batches of 32 through
+`feature_networks.InceptionNetwork.embed` (`xla_options.jit`, no YNNPACK): 743 s per 10,000
+images (13.5 images/s), compiling 4 s. Earlier, under plain `jax.jit` (YNNPACK) and a shared
+machine, it was 228 s per 1,000, and pytorch-fid's torch forward 80-110 s per 1,000 on the same
+machine. On a CPU an Inception evaluation is minutes; an accelerator's job for routine use.
 """
 
 from __future__ import annotations
