@@ -123,6 +123,11 @@ YNNPACK_OPTIONS = {
     )
 }
 YNNPACK_SUFFIX = "+ynnpack"
+# gan_jax's portable CPU mode (gan_jax/cpu_mode.py): XLA capped at AVX2. The mode itself sets it
+# in XLA_FLAGS for the whole process; as a per-program option it can be timed in turns with the
+# default in one process.
+PORTABLE_SUFFIX = "+portable"
+PORTABLE_OPTIONS = {"xla_cpu_max_isa": "AVX2"}
 SEEDS_MARK = "_x"  # NAME_xS: S seeds of NAME
 VMAP_OPTION = "vmap"  # NAME_xS+vmap: the S seeds vmapped whatever the backend
 CEILING_SUFFIX = " matmuls"  # the timing entry of an MLP workload's matmuls alone
@@ -177,11 +182,12 @@ def split_seeds(name: str) -> tuple[str, int, bool | None]:
 def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
     """The named benchmark workload; `steps_per_dispatch` overrides its default k.
 
-    A name ending in "+ynnpack" compiles the step with YNNPACK_OPTIONS (CPU only); "NAME_xS"
-    trains S seeds of NAME together.
+    A name ending in "+ynnpack" compiles the step with YNNPACK_OPTIONS (CPU only), "+portable"
+    with gan_jax's options and PORTABLE_OPTIONS (the portable CPU mode); "NAME_xS" trains S seeds
+    of NAME together.
     """
     solo, num_seeds, vectorize = split_seeds(name)
-    base = solo.removesuffix(YNNPACK_SUFFIX)
+    base = solo.removesuffix(YNNPACK_SUFFIX).removesuffix(PORTABLE_SUFFIX)
     if base == "seed_mlp":
         config, k, text = _base_config("seed_mlp", 128, 128), 50, "MLP GAN, batch 128"
     elif base in ("dcgan", "dcgan_bf16", "dcgan_flax"):
@@ -199,6 +205,11 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
         raise ValueError(f"unknown workload {name!r}")
     config_lib.validate_config(config)
     ynnpack = solo.endswith(YNNPACK_SUFFIX) and jax.default_backend() == "cpu"
+    portable = solo.endswith(PORTABLE_SUFFIX) and jax.default_backend() == "cpu"
+    options = dict(YNNPACK_OPTIONS) if ynnpack else None
+    if portable:
+        options = {**(xla_options.compiler_options() or {}), **PORTABLE_OPTIONS}
+        text += ", portable CPU mode (AVX2)"
     if num_seeds > 1:
         text += f", {num_seeds} seeds together" + (" (vmap)" if vectorize else "")
     return Workload(
@@ -207,7 +218,7 @@ def workload(name: str, *, steps_per_dispatch: int | None = None) -> Workload:
         steps_per_dispatch=steps_per_dispatch or k,
         description=text + (", YNNPACK dots and convolutions" if ynnpack else ""),
         flax_layers=base == "dcgan_flax",
-        compiler_options=dict(YNNPACK_OPTIONS) if ynnpack else None,
+        compiler_options=options,
         num_seeds=num_seeds,
         vectorize=vectorize,
     )
@@ -587,15 +598,9 @@ def markdown_table(rows: Sequence[dict[str, object]], matmul_f32: float) -> str:
 
 
 def machine_description(device: jax.Device) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    """The device, the CPU (model, instruction-set level), the XLA flags, versions, load."""
+    from gan_jax import cpu_mode  # noqa: PLC0415
+
     try:
         load = os.getloadavg()
     except OSError:
@@ -604,11 +609,10 @@ def machine_description(device: jax.Device) -> dict[str, object]:
         "backend": jax.default_backend(),
         "device": str(device),
         "device_kind": device.device_kind,
-        "cpu": cpu,
+        **cpu_mode.describe(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average": load,
     }
 

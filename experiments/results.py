@@ -128,22 +128,24 @@ def run_length(module: dict[str, Any], documented: int, shorten: float) -> int:
 # One seed.
 
 
+def _isa_note(machine_record: dict[str, Any]) -> str:
+    """' (AVX512, portable)' for records that know their CPU kind; '' for older ones."""
+    if "isa" not in machine_record:
+        return ""
+    return f" ({machine_record['isa']}{', portable' if machine_record.get('portable') else ''})"
+
+
 def machine() -> dict[str, Any]:
-    """What ran it: CPU model and cores, platform, JAX's devices."""
+    """What ran it: CPU model, instruction-set level and cores, the XLA flags in force and
+    whether they are gan_jax's portable CPU mode, platform, JAX's devices."""
     import jax
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from gan_jax import cpu_mode
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     devices = jax.devices()
     return {
-        "cpu": cpu,
+        **cpu_mode.describe(),
         "cores": cores,
         "platform": platform.platform(),
         "devices": f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})",
@@ -354,7 +356,7 @@ def format_table(results: dict[str, list[dict]]) -> str:
         lines.append(f"| {title} | – | – | {' | '.join(cells)} | – |")
     machines = sorted(
         {
-            f"{r['machine']['cpu']}, {r['machine']['cores']} cores"
+            f"{r['machine']['cpu']}{_isa_note(r['machine'])}, {r['machine']['cores']} cores"
             for rs in results.values()
             for r in rs
         }

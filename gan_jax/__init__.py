@@ -23,6 +23,12 @@ from __future__ import annotations
 
 import importlib
 
+from gan_jax import cpu_mode as _cpu_mode
+
+# GAN_JAX_PORTABLE_CPU=1: XLA reads its flags when JAX starts a backend, so they go in now,
+# before any JAX code of the process runs (gan_jax.cpu_mode; no JAX is imported here).
+_cpu_mode.apply_portable_flags()
+
 # typing.TYPE_CHECKING without importing typing (a few ms); type checkers read this name the same.
 TYPE_CHECKING = False
 
@@ -53,10 +59,12 @@ _SUBMODULES = frozenset(
     {
         "checkpointing",
         "config",
+        "cpu_mode",
         "data",
         "errors",
         "evaluate",
         "evaluation",
+        "fingerprint",
         "fused",
         "layers",
         "losses",
