@@ -168,9 +168,9 @@ def embed_inception(
         raise ValueError(
             f"Inception features need images [N, H, W, C] with N >= 1 and C = 1 or 3; got {shape}."
         )
-    # uint8 becomes k / 255 in float32, which both anchors' pre-processing reads exactly as the
-    # uint8 it came from (torch-fidelity's rounding back gives k again), so one compiled program
-    # per image shape serves real and generated images alike.
+    # uint8 becomes k / 255 in float32 on the host, as pytorch-fid's ToTensor divides, and
+    # torch-fidelity's rounding turns it back into k exactly; so one compiled program per image
+    # shape serves real and generated images alike.
     images = classifier.to_unit_range(np.asarray(images), pixel_range=pixel_range)
     num_devices = jax.local_device_count()
     chunk = network.batch_per_device * num_devices
