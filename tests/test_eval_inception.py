@@ -4,7 +4,9 @@ evaluate_generator, the reference cache, published statistics, the CLI and the t
 The network runs on the goldens' seeded weights (tests/test_inception.py checks them against
 pytorch-fid and torch-fidelity); the real file is never needed or downloaded. A forward pass
 costs about 0.13 s per image on a CPU whatever the input size (every image is resized to 299),
-so these tests score a few dozen images and share one module-wide set of results.
+so these tests score a few dozen images. The fast step runs the network against pytorch-fid's
+outputs and the command line end to end; the comparisons of real against collapsed samples,
+with the floor, run with -m slow.
 """
 
 from __future__ import annotations
@@ -90,9 +92,7 @@ def test_embed_matches_pytorch_fid_across_batches_padding_and_devices():
     scale = np.abs(expected_pool).max()
     assert np.abs(embedding.features - expected_pool).max() / scale < 1e-4
     assert np.abs(embedding.logits - expected_logits).max() / np.abs(expected_logits).max() < 1e-4
-    # Float input in the generator's [-1, 1] gives the same features as the uint8 it came from.
-    floats = _network().embed(images[:4].astype(np.float32) / 127.5 - 1.0, pixel_range="symmetric")
-    np.testing.assert_allclose(floats.features, embedding.features[:4], rtol=1e-5, atol=1e-6)
+    # (uint8 and float input meet the network as one input: tests/test_inception.py.)
 
 
 @functools.cache
@@ -124,6 +124,7 @@ def _scored() -> dict[str, dict]:
     return {"real": real, "collapsed": collapsed}
 
 
+@pytest.mark.slow
 def test_evaluate_generator_reports_inception_metrics_beside_the_floor():
     real, collapsed = _scored()["real"], _scored()["collapsed"]
     for key in ("fid", "kid", "precision", "recall", "inception_score", "inception_score_std"):
@@ -141,6 +142,7 @@ def test_evaluate_generator_reports_inception_metrics_beside_the_floor():
     assert "Inception score" in table and "pytorch_fid resize" in table
 
 
+@pytest.mark.slow
 def test_the_reference_is_cached_per_resize():
     """A second evaluation reads the reference the first wrote, named by its network and size."""
     _scored()
@@ -155,24 +157,21 @@ def test_the_reference_is_cached_per_resize():
     assert len(keys) == 2 and all(_seeded_weights().sha256[:16] in key for key in keys)
 
 
-def test_published_statistics_give_fid_against_them(tmp_path):
-    """A pytorch-fid style .npz (mu, sigma) is a reference: FID equals the Frechet distance to
-    those moments; no KID, precision / recall or floor, since the file holds no images."""
-    real = _scored()["real"]
+def test_published_statistics_give_fid_against_them(tiny_run, tmp_path):
+    """A pytorch-fid style .npz (mu, sigma) is a reference: written from the test split's own
+    reference, it gives the same FID as that reference; no KID, precision / recall or floor,
+    since the file holds no images; its result goes to a file of its own."""
+    cli_result = _cli_inception_result(tiny_run)
     ref = reference.get_reference("mnist", network=_network(), max_examples=NUM)
     stats = tmp_path / "published.npz"
     np.savez(stats, mu=ref.mu, sigma=ref.cov)
-    published = reference.load_published_stats(stats)
-    result = evaluate.evaluate_generator(
-        _real_sampler(_mnist_test()[1000:2000]),
-        dataset="mnist",
-        network=_network(),
-        num_samples=NUM,
-        batch_size=NUM,
-        reference_stats=published,
+    result, path = evaluate.evaluate_run(
+        tiny_run, num_samples=NUM, features="inception", reference_stats=stats
     )
-    assert result["fid"] == pytest.approx(real["fid"], rel=1e-9)
+    assert path.name == "step_3_inception_vs_published.json"
+    assert result["fid"] == pytest.approx(cli_result["fid"], rel=1e-9)
     assert "kid" not in result and "precision" not in result and "floor" not in result
+    assert np.isfinite(result["inception_score"])
     assert result["reference"]["stats_file"] == str(stats)
     assert "the statistics in" in evaluate.format_table(result)
 
@@ -228,14 +227,37 @@ def tiny_run(tmp_path_factory):
     return workdir
 
 
-def test_cli_scores_an_mnist_run_with_inception_beside_its_classifier_result(tiny_run, capsys):
-    args = ["--workdir", str(tiny_run), "--num_samples", str(NUM), "--no_floor"]
-    inception_args = args + ["--features", "inception", "--reference_examples", str(NUM)]
-    assert evaluate.main(inception_args) == 0
-    out = capsys.readouterr().out
-    assert "Inception score" in out and "FID" in out
-    result = json.loads((tiny_run / "eval" / "step_3_inception.json").read_text())
+@functools.cache
+def _cli_run(workdir: pathlib.Path) -> tuple[int, str]:
+    """`python -m gan_jax.evaluate --features inception` on the tiny run, once: (status, out)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    args = ["--workdir", str(workdir), "--num_samples", str(NUM), "--no_floor"]
+    args += ["--features", "inception", "--reference_examples", str(NUM)]
+    with contextlib.redirect_stdout(out):
+        code = evaluate.main(args)
+    return code, out.getvalue()
+
+
+def _cli_inception_result(workdir: pathlib.Path) -> dict:
+    code, _ = _cli_run(workdir)
+    assert code == 0
+    return json.loads((workdir / "eval" / "step_3_inception.json").read_text())
+
+
+def test_cli_scores_an_mnist_run_with_inception_beside_its_classifier_result(tiny_run):
+    code, out = _cli_run(tiny_run)
+    assert code == 0
+    assert "Inception score" in out and "FID" in out and "pytorch_fid resize" in out
+    result = _cli_inception_result(tiny_run)
     assert result["feature_network"]["name"] == "inception" and result["num_samples"] == NUM
+    for key in ("fid", "kid", "precision", "recall", "inception_score", "inception_score_std"):
+        assert np.isfinite(result[key]), key
+    assert "classifier_score" not in result  # the classifier's metrics are its own file's
+    assert result["reference"]["image_shape"] == [28, 28, 1]
+    assert result["reference"]["num_examples"] == NUM
     assert not (tiny_run / "eval" / "step_3.json").exists()  # the classifier's name is free
 
 
