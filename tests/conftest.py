@@ -3,18 +3,9 @@ compilation cache, so a program compiled once is not compiled again."""
 
 import os
 
-# Tests jit many functions of their own with plain `jax.jit`; on CPU they compile without
-# YNNPACK, as every jit of gan_jax does (gan_jax/xla_options.py), so a test's program is the
-# library's and XLA does not spend its time building YNNPACK fusions: test_step + test_train +
-# test_parallel took 96 s cold against 128 s with XLA's default (2-core AMD EPYC, one run each).
-# Set before JAX starts, since XLA reads XLA_FLAGS once; subprocesses of tests inherit it.
-_NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
-if _NO_YNNPACK not in os.environ.get("XLA_FLAGS", "").split():
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_NO_YNNPACK}".strip()
+import jax
 
-import jax  # noqa: E402
-
-from gan_jax.data import files  # noqa: E402
+from gan_jax.data import files
 
 # Must happen before JAX initialises its backends, i.e. before any test module touches a device.
 jax.config.update("jax_num_cpu_devices", 4)

@@ -44,27 +44,17 @@ def _ops(hlo: str, op: str = "convolution") -> tuple[int, int]:
     return total, in_ynn
 
 
-XLA_DEFAULT_YNNPACK = {
-    "xla_cpu_experimental_ynn_fusion_type": (
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
-    )
-}
-
-
 @pytest.mark.parametrize("fn, op", [(_conv, "convolution"), (_dot, "dot")])
 def test_cpu_convolutions_and_dots_leave_ynnpack_and_keep_their_values(fn, op):
     assert xla_options.compiler_options("cpu") == xla_options.CPU_OPTIONS
     x, w = _conv_args()
-    # The suite's XLA_FLAGS turn YNNPACK off for plain jits (tests/conftest.py), so XLA's
-    # default (JAX 0.10) is named here, as experiments/benchmark.py's "+ynnpack" names it.
-    default = jax.jit(fn, compiler_options=XLA_DEFAULT_YNNPACK)
-    default_hlo = default.lower(x, w).compile().as_text()
+    default_hlo = jax.jit(fn).lower(x, w).compile().as_text()
     ours = xla_options.jit(fn, platform="cpu")
     ours_hlo = ours.lower(x, w).compile().as_text()
     # XLA's default wraps the op in a YNNPACK fusion; ours leaves it to Eigen.
     assert _ops(default_hlo, op) == (1, 1)
     assert _ops(ours_hlo, op) == (1, 0)
-    np.testing.assert_allclose(ours(x, w), default(x, w), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ours(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-4)
 
 
 def test_decorator_forms_and_jit_arguments():
