@@ -449,6 +449,8 @@ def add_loop_defaults(config: ml_collections.ConfigDict) -> ml_collections.Confi
     # The feature network of both evaluations: "classifier" (the shipped MNIST CNN), "inception"
     # (FID's Inception-v3), or "" for the dataset's default (the classifier for MNIST and
     # Stacked MNIST, Inception for other image datasets; gan_jax.evaluation.feature_networks).
+    # A comma-separated list scores the final evaluation with each: "classifier,inception" adds
+    # eval/inception/* and eval/step_<S>_inception.json beside the classifier's.
     config.eval_features = ""
     # pytorch-fid's pt_inception-2015-12-05-6726825d.pth; "" reads it from the evaluation
     # cache, downloading it there once where the machine is online.

@@ -331,13 +331,15 @@ def _load_training_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray,
     return images, labels
 
 
-def _eval_features(config: ml_collections.ConfigDict) -> str:
-    """The feature network the run's evaluations use: config.eval_features, or the dataset's
-    default."""
+def _eval_features(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The feature networks of the run's evaluations: config.eval_features (comma-separated),
+    or the dataset's default. The first scores every evaluation; the others score the final
+    one beside it ("classifier,inception": Inception FID beside an MNIST run's classifier)."""
     from gan_jax.evaluation import feature_networks  # noqa: PLC0415 (evaluation stack)
 
-    chosen = str(config_lib.setting(config, "eval_features"))
-    return chosen or feature_networks.default_features(config.dataset)
+    chosen = [f.strip() for f in str(config_lib.setting(config, "eval_features")).split(",")]
+    chosen = [f for f in chosen if f]
+    return tuple(chosen) or (feature_networks.default_features(config.dataset),)
 
 
 def _check_evaluable(config: ml_collections.ConfigDict) -> None:
@@ -350,18 +352,24 @@ def _check_evaluable(config: ml_collections.ConfigDict) -> None:
         return
     from gan_jax.evaluation import feature_networks, inception  # noqa: PLC0415
 
-    features = _eval_features(config)
-    try:
-        feature_networks.check_features(features, config.dataset)
-    except config_lib.ConfigError as error:
-        raise config_lib.ConfigError(f"config.eval_features: {error}") from None
-    if features == "inception":
+    all_features = _eval_features(config)
+    for features in all_features:
+        try:
+            feature_networks.check_features(features, config.dataset)
+        except config_lib.ConfigError as error:
+            raise config_lib.ConfigError(f"config.eval_features: {error}") from None
+    if len(set(all_features)) != len(all_features):
+        raise config_lib.ConfigError(
+            f"config.eval_features names a network twice: {','.join(all_features)!r}"
+        )
+    if "inception" in all_features:
         try:
             feature_networks.load_inception(config_lib.setting(config, "inception_weights") or None)
         except (inception.WeightsUnavailableError, inception.WeightsError) as error:
             raise config_lib.ConfigError(
                 f"{error} Or turn evaluation off: --config.eval_at_end=False --config.eval_every=0."
             ) from None
+    if "classifier" not in all_features:
         return
     height, width = tuple(config.image_shape)[:2]
     if (height, width) != (28, 28):
@@ -445,10 +453,13 @@ def _per_run_sampler(models, config, keys: jax.Array, *, num_samples: int):
     return sample
 
 
-def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None:
-    """Scores the sampling generator with the run's feature network (`_eval_features`: the
-    MNIST classifier for MNIST and Stacked MNIST, Inception-v3 for other image datasets), or
-    with the mode-collapse metrics of the 2-D mixtures (gan_jax.evaluation.mixtures).
+def _evaluate(
+    state, models, config, writer, *, features: str | None = None, **options
+) -> dict[str, Any] | None:
+    """Scores the sampling generator with a feature network (`features`, default the run's
+    first, `_eval_features`: the MNIST classifier for MNIST and Stacked MNIST, Inception-v3 for
+    other image datasets), or with the mode-collapse metrics of the 2-D mixtures
+    (gan_jax.evaluation.mixtures).
 
     `options` go to `evaluate.evaluate_generator` (num_samples, ...). Runs on process 0 alone,
     on host copies of the generator (the other processes go on to the next dispatch and wait
@@ -462,7 +473,7 @@ def _evaluate(state, models, config, writer, **options) -> dict[str, Any] | None
     network = None
     if config.dataset not in config_lib.POINT_DATASETS:
         network = feature_networks.load_network(
-            _eval_features(config),
+            features or _eval_features(config)[0],
             inception_weights=config_lib.setting(config, "inception_weights") or None,
         )
 
@@ -506,7 +517,14 @@ def _evaluate_quality(state, models, config, writer, step: int, train_seconds: f
     scalars[plots.TRAIN_MINUTES] = train_seconds / 60.0
     scalars[plots.QUALITY_PREFIX + "eval_seconds"] = result["seconds"]
     writer.write(step, scalars)
-    shown = ("fid", "classifier_score", "modes_covered", "high_quality", "reverse_kl")
+    shown = (
+        "fid",
+        "classifier_score",
+        "inception_score",
+        "modes_covered",
+        "high_quality",
+        "reverse_kl",
+    )
     logging.info(
         "step %d: %s on %d samples (%.1f s)",
         step,
@@ -522,9 +540,25 @@ def _evaluate_final(state, models, config, log_dir: Path, step: int, writer, run
     A stack of S runs: each run is scored on its own `eval_num_samples` samples; `eval/<metric>`
     and the table give the mean over runs (± its standard error in the table, `eval/<metric>_sem`
     in the log), `eval/seed_<s>/<metric>` each run's score, and the json all of it
-    (`evaluate.combine_runs`).
+    (`evaluate.combine_runs`). Every further network of config.eval_features scores the same
+    generator beside it: `eval/<network>/<metric>` and eval/step_<S>_<network>.json.
     """
-    options = dict(num_samples=config.eval_num_samples or None)
+    all_features = (None,)
+    if config.dataset not in config_lib.POINT_DATASETS:
+        all_features = _eval_features(config)
+    for index, features in enumerate(all_features):
+        suffix = "" if index == 0 else f"_{features}"
+        prefix = "eval/" if index == 0 else f"eval/{features}/"
+        _evaluate_final_with(
+            state, models, config, log_dir, step, writer, runs, features, suffix, prefix
+        )
+
+
+def _evaluate_final_with(
+    state, models, config, log_dir, step, writer, runs, features, suffix, prefix
+) -> None:
+    """`_evaluate_final` with one feature network, its file suffix and scalar prefix."""
+    options = dict(num_samples=config.eval_num_samples or None, features=features)
     if runs.stacked:
         results = [
             _evaluate(seeds.unstack(state, i), models, config, writer, **options)
@@ -541,13 +575,13 @@ def _evaluate_final(state, models, config, log_dir: Path, step: int, writer, run
     )
     result.update(step=step, model=config.model)
     scalars = {
-        f"eval/{k}": v for k, v in result.items() if isinstance(v, int | float) and k != "step"
+        f"{prefix}{k}": v for k, v in result.items() if isinstance(v, int | float) and k != "step"
     }
     for name, sem in result.get("sem", {}).items():
-        scalars[f"eval/{name}_sem"] = sem
-        scalars.update({f"eval/seed_{r['run_seed']}/{name}": r[name] for r in result["runs"]})
+        scalars[f"{prefix}{name}_sem"] = sem
+        scalars.update({f"{prefix}seed_{r['run_seed']}/{name}": r[name] for r in result["runs"]})
     writer.write(step, scalars)
-    path = log_dir / EVAL_DIR / f"step_{step}.json"
+    path = log_dir / EVAL_DIR / f"step_{step}{suffix}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     logging.info("evaluation at step %d:\n%s", step, evaluate.format_table(result))

@@ -285,6 +285,9 @@ def test_training_refuses_to_start_without_the_inception_weights(monkeypatch, tm
     with pytest.raises(config_lib.ConfigError, match="pt_inception-2015-12-05") as error:
         train._check_evaluable(cfg)
     assert "--config.eval_at_end=False" in str(error.value)
+    cfg.eval_features = "classifier,classifier"
+    with pytest.raises(config_lib.ConfigError, match="twice"):
+        train._check_evaluable(cfg)
     cfg.eval_features = "classifier"
     cfg.dataset = "cifar10"
     cfg.image_shape = (32, 32, 3)
@@ -297,3 +300,36 @@ _real_load_inception = feature_networks.load_inception
 
 def _offline_weights(path, download):
     return inception.load_weights(path, download=False)
+
+
+def test_an_mnist_run_reports_inception_beside_its_classifier(tmp_path, monkeypatch):
+    """config.eval_features = "classifier,inception": the final evaluation writes the
+    classifier's step_<S>.json and eval/* as always, and Inception's beside them."""
+    from gan_jax import writers
+
+    original = evaluate.evaluate_generator
+
+    def small_inception_reference(sample_fn, **kwargs):
+        if kwargs["network"].info["name"] == "inception":  # a reference of NUM test images
+            kwargs.update(reference_num_examples=NUM, floor_num_samples=4)
+        return original(sample_fn, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_generator", small_inception_reference)
+    cfg = config_lib.get_default_config()
+    cfg.update(model="seed_mlp", g_width=16, d_width=16, batch_size=16, num_steps=2)
+    cfg.update(steps_per_dispatch=2, log_every=1, sample_every=0, checkpoint_every=2)
+    cfg.update(eval_num_samples=NUM, eval_features="classifier,inception")
+    train.train_and_evaluate(cfg, tmp_path / "run")
+    classifier_result = json.loads((tmp_path / "run" / "eval" / "step_2.json").read_text())
+    inception_result = json.loads((tmp_path / "run" / "eval" / "step_2_inception.json").read_text())
+    assert classifier_result["feature_network"]["name"] == "classifier"
+    assert "classifier_score" in classifier_result
+    assert inception_result["feature_network"]["name"] == "inception"
+    assert np.isfinite(inception_result["inception_score"])
+    records = writers.read_metrics(tmp_path / "run" / "metrics.jsonl")
+    (classifier_record,) = [r for r in records if "eval/fid" in r]
+    (inception_record,) = [r for r in records if "eval/inception/fid" in r]
+    assert classifier_record["step"] == inception_record["step"] == 2
+    assert classifier_record["eval/fid"] == pytest.approx(classifier_result["fid"])
+    assert inception_record["eval/inception/fid"] == pytest.approx(inception_result["fid"])
+    assert "eval/inception/inception_score" in inception_record
