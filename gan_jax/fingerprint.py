@@ -1,6 +1,7 @@
 """Fingerprints of tiny fixed training runs: do two machines compute the same bits?
 
     python -m gan_jax.fingerprint [--modes default,portable] [--steps 20] [--record FILE]
+        [--families seed_mlp,dcgan,pacgan_mlp,r3gan]
 
 trains a tiny fixed run of each model family (seed_mlp, dcgan, pacgan_mlp, r3gan: 20 train
 steps on stand-in batches drawn from fixed PRNG keys, so no dataset is read) and prints a short
@@ -118,18 +119,20 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _worker(steps: int) -> dict[str, Any]:
+def _worker(steps: int, families: tuple[str, ...]) -> dict[str, Any]:
     from gan_jax import cpu_mode  # noqa: PLC0415
 
     return {
         "mode": "portable" if cpu_mode.portable_cpu() else "default",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "hashes": {model: run_family(model, steps=steps) for model in FAMILIES},
+        "hashes": {model: run_family(model, steps=steps) for model in families},
     }
 
 
-def fingerprint(*, modes: tuple[str, ...] = MODES, steps: int = 20) -> dict[str, Any]:
-    """Runs every family once per mode, each mode in a fresh process; returns the record."""
+def fingerprint(
+    *, modes: tuple[str, ...] = MODES, steps: int = 20, families: tuple[str, ...] = FAMILIES
+) -> dict[str, Any]:
+    """Runs each family once per mode, each mode in a fresh process; returns the record."""
     from gan_jax import cpu_mode  # noqa: PLC0415
 
     record = {**machine(), "steps": steps, "modes": {}}
@@ -141,7 +144,16 @@ def fingerprint(*, modes: tuple[str, ...] = MODES, steps: int = 20) -> dict[str,
             flags = env.get("XLA_FLAGS", "").split()
             env["XLA_FLAGS"] = " ".join(f for f in flags if f not in cpu_mode.PORTABLE_XLA_FLAGS)
         out = subprocess.run(
-            [sys.executable, "-m", "gan_jax.fingerprint", "--worker", "--steps", str(steps)],
+            [
+                sys.executable,
+                "-m",
+                "gan_jax.fingerprint",
+                "--worker",
+                "--steps",
+                str(steps),
+                "--families",
+                ",".join(families),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -156,13 +168,14 @@ def fingerprint(*, modes: tuple[str, ...] = MODES, steps: int = 20) -> dict[str,
 
 def format_record(record: dict[str, Any]) -> str:
     """A few lines: the machine, then one row of hashes per mode."""
+    families = [m for m in FAMILIES if m in next(iter(record["modes"].values()))]
     lines = [
         f"{record['cpu']} ({record['isa']}, {record['arch']}); python {record['python']}, "
         f"jax {record['jax']}, jaxlib {record['jaxlib']}; {record['steps']} steps per run",
-        f"{'mode':<10}" + "".join(f"{model:>14}" for model in FAMILIES),
+        f"{'mode':<10}" + "".join(f"{model:>14}" for model in families),
     ]
     for mode, hashes in record["modes"].items():
-        lines.append(f"{mode:<10}" + "".join(f"{hashes[model]:>14}" for model in FAMILIES))
+        lines.append(f"{mode:<10}" + "".join(f"{hashes[model]:>14}" for model in families))
     return "\n".join(lines)
 
 
@@ -175,18 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=20, help="train steps per run")
     parser.add_argument("--record", default=None, help="append the record to this JSON-lines file")
+    parser.add_argument(
+        "--families", default=",".join(FAMILIES), help="comma-separated model families"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    families = tuple(f for f in args.families.split(",") if f)
+    if not families or any(f not in FAMILIES for f in families):
+        parser.error(f"--families takes some of {list(FAMILIES)}, got {args.families!r}")
     if args.worker:
-        print(json.dumps(_worker(args.steps)))
+        print(json.dumps(_worker(args.steps, families)))
         return 0
     modes = tuple(m for m in args.modes.split(",") if m)
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         parser.error(f"--modes takes {list(MODES)}, got {args.modes!r}")
-    record = fingerprint(modes=modes, steps=args.steps)
+    if args.record and families != FAMILIES:
+        parser.error("--record keeps the full set of families, so that records compare")
+    record = fingerprint(modes=modes, steps=args.steps, families=families)
     print(format_record(record))
     if args.record:
         with open(args.record, "a") as f:
