@@ -91,3 +91,21 @@ def tiny_mnist_files(directory, *, num_train: int = 200, num_test: int = 100):
     return mnist_sources.MnistFiles(
         "user_dir", f"small test files in {directory}", {n: directory / n for n in arrays}
     )
+
+
+def tiny_checkpointed_run(workdir):
+    """A seed_mlp run directory holding one checkpoint at step 3 (untrained weights): what
+    the evaluation command-line tests score. Returns `workdir`."""
+    import jax
+    import jax.numpy as jnp
+
+    from gan_jax import checkpointing, config, state
+
+    cfg = config.get_default_config()
+    cfg.model = "seed_mlp"
+    cfg.g_width = 16
+    cfg.d_width = 16
+    train_state = state.create_train_state(jax.random.key(0), cfg).replace(step=jnp.int32(3))
+    with checkpointing.Checkpointer(workdir) as ckpt:
+        ckpt.save(3, train_state, config=cfg, force=True)
+    return workdir

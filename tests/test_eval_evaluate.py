@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gan_jax import evaluate
+from tests.helpers import tiny_checkpointed_run
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,18 +112,7 @@ class TestEvaluateGenerator:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A seed_mlp run directory holding one checkpoint at step 3 (untrained weights)."""
-    from gan_jax import checkpointing, config, state
-
-    workdir = tmp_path_factory.mktemp("run")
-    cfg = config.get_default_config()
-    cfg.model = "seed_mlp"
-    cfg.g_width = 16
-    cfg.d_width = 16
-    train_state = state.create_train_state(jax.random.key(0), cfg).replace(step=jnp.int32(3))
-    with checkpointing.Checkpointer(workdir) as ckpt:
-        ckpt.save(3, train_state, config=cfg, force=True)
-    return workdir
+    return tiny_checkpointed_run(tmp_path_factory.mktemp("run"))
 
 
 class TestCommandLine:

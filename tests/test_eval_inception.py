@@ -23,6 +23,7 @@ import pytest
 from gan_jax import config as config_lib
 from gan_jax import evaluate, train
 from gan_jax.evaluation import feature_networks, inception, reference
+from tests.helpers import tiny_checkpointed_run
 
 DATA = pathlib.Path(__file__).parent / "data"
 NUM = 12  # samples per evaluation: the Inception Score's 10 splits need at least 10
@@ -213,18 +214,7 @@ def test_features_that_cannot_score_a_dataset_are_config_errors():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A seed_mlp run directory holding one checkpoint at step 3 (untrained weights)."""
-    from gan_jax import checkpointing, state
-
-    workdir = tmp_path_factory.mktemp("run")
-    cfg = config_lib.get_default_config()
-    cfg.model = "seed_mlp"
-    cfg.g_width = 16
-    cfg.d_width = 16
-    train_state = state.create_train_state(jax.random.key(0), cfg).replace(step=jnp.int32(3))
-    with checkpointing.Checkpointer(workdir) as ckpt:
-        ckpt.save(3, train_state, config=cfg, force=True)
-    return workdir
+    return tiny_checkpointed_run(tmp_path_factory.mktemp("run"))
 
 
 @functools.cache
