@@ -292,6 +292,7 @@ def _offline_weights(path, download):
     return inception.load_weights(path, download=False)
 
 
+@pytest.mark.slow  # a training run and two final evaluations: 25-45 s on 2 cores
 def test_an_mnist_run_reports_inception_beside_its_classifier(tmp_path, monkeypatch):
     """config.eval_features = "classifier,inception": the final evaluation writes the
     classifier's step_<S>.json and eval/* as always, and Inception's beside them."""
@@ -299,12 +300,11 @@ def test_an_mnist_run_reports_inception_beside_its_classifier(tmp_path, monkeypa
 
     original = evaluate.evaluate_generator
 
-    def small_inception_reference(sample_fn, **kwargs):
-        if kwargs["network"].info["name"] == "inception":  # a reference of NUM test images
-            kwargs.update(reference_num_examples=NUM, floor_num_samples=4)
-        return original(sample_fn, **kwargs)
+    def small_reference(sample_fn, **kwargs):
+        # References of NUM test images and floors of 4 training images, for both networks.
+        return original(sample_fn, **kwargs, reference_num_examples=NUM, floor_num_samples=4)
 
-    monkeypatch.setattr(evaluate, "evaluate_generator", small_inception_reference)
+    monkeypatch.setattr(evaluate, "evaluate_generator", small_reference)
     cfg = config_lib.get_default_config()
     cfg.update(model="seed_mlp", g_width=16, d_width=16, batch_size=16, num_steps=2)
     cfg.update(steps_per_dispatch=2, log_every=1, sample_every=0, checkpoint_every=2)
