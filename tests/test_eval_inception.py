@@ -323,3 +323,27 @@ def test_an_mnist_run_reports_inception_beside_its_classifier(tmp_path, monkeypa
     assert classifier_record["eval/fid"] == pytest.approx(classifier_result["fid"])
     assert inception_record["eval/inception/fid"] == pytest.approx(inception_result["fid"])
     assert "eval/inception/inception_score" in inception_record
+
+
+def test_the_weights_go_to_the_devices_once_per_weights(monkeypatch):
+    """Embedding batch after batch reuses the variables already on the devices; other weights
+    replace them (one copy held)."""
+    calls = []
+    real_put = jax.device_put
+
+    def counting_put(x, *args, **kwargs):
+        if isinstance(x, dict) and "params" in x:
+            calls.append(1)
+        return real_put(x, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "device_put", counting_put)
+    monkeypatch.setattr(feature_networks, "_placed", [])
+    images = _goldens()["images_mnist28"]
+    network = _network()
+    first = network.embed(images[:2])
+    second = _network().embed(images[:2])  # another network object on the same weights
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.features, second.features)
+    other = inception.InceptionWeights(_seeded_weights().variables, "1" * 64, "other")
+    feature_networks.InceptionNetwork(other, batch_per_device=1).embed(images[:2])
+    assert len(calls) == 2
