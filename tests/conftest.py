@@ -25,6 +25,29 @@ if _cache != "off":
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# The fast step compiles with XLA's backend (LLVM) optimisation level 0: its programs are small
+# and run for milliseconds, so compiling is most of its time. Measured on 2 cores (AMD EPYC,
+# AVX-512): tests/test_step.py alone 102 s at the default level, 65 s at 1, 45 s at 0 (one run of
+# each beside the same background job); the whole fast step in a fresh clone, idle, 404 s at the
+# default level, 377 s at 1, 346 s at 0 (Inception's tests run slower at 0, their programs
+# being large). The bits change with the level (gan_jax.fingerprint gives other hashes), so what the
+# fast step checks is what holds at any level: bitwise equality of two programs compiled alike,
+# and tolerances. A run that selects slow tests (`-m slow`, `-m ""`) keeps the default level,
+# the one users train with, and so do the tests whose tolerance was measured only there (marked
+# slow). GAN_JAX_TEST_XLA_OPT=default keeps the default level in the fast step too.
+FAST_STEP_XLA_FLAGS = ("--xla_backend_optimization_level=0",)
+
+
+def pytest_configure(config):
+    """Adds FAST_STEP_XLA_FLAGS to XLA_FLAGS in the fast step, before any test starts a backend
+    (test modules are collected after this hook); subprocesses inherit them."""
+    fast_step = (config.getoption("markexpr", "") or "").strip() == "not slow"
+    if not fast_step or os.environ.get("GAN_JAX_TEST_XLA_OPT", "").strip() == "default":
+        return
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f for f in FAST_STEP_XLA_FLAGS if f not in flags])
+
+
 def pytest_sessionstart(session):
     """Under pytest-xdist, prepares MNIST once in the controller before the workers start, so no
     two workers prepare the same TFDS dataset at once (each worker reads it as it is)."""

@@ -180,7 +180,14 @@ def test_seed_keys_are_each_solo_runs_keys():
             assert_trees_equal(jax.random.key_data(got[i]), jax.random.key_data(want))
 
 
-@pytest.mark.parametrize("vectorize", [False, True], ids=["side_by_side", "vmap"])
+# vmap's 1e-6 for seed_mlp holds at XLA's default optimisation level (measured up to 5e-7), not
+# at the fast step's level 0 (1.2e-6, the same logit-bias moment): the whole stack vmapped runs
+# in the slow step; test_vmapped_train_step_equals_solo_train_step keeps vmap in the fast one.
+@pytest.mark.parametrize(
+    "vectorize",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["side_by_side", "vmap"],
+)
 def test_stacked_runs_equal_solo_runs(case, vectorize):
     """S = 3 runs trained together for 2 dispatches of 3 fused steps equal the 3 solo runs
     (tolerances and their causes: the module docstring)."""
