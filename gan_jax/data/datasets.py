@@ -144,14 +144,41 @@ def read_data_source(source: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+# Decoded MNIST splits of this process, by (prepared directory, split): TFDS decodes each of
+# the 60,000 training records on its own (a PNG each, about 2-5 s on 2 cores), and a process that
+# trains several runs (tests, notebooks, sweeps) would pay that on every run. An entry is reused
+# only while the directory's files keep their names, sizes and modification times, so a copy
+# prepared again or damaged on disk is read afresh. The arrays are read-only: every caller shares
+# them.
+_DECODED: dict[tuple[str, str], tuple[tuple, np.ndarray, np.ndarray]] = {}
+_DECODED_MAX_ENTRIES = 4  # MNIST's train and test splits of two directories: about 110 MB
+
+
+def _directory_signature(directory: str) -> tuple:
+    with os.scandir(directory) as entries:
+        stats = [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file()]
+    return tuple(sorted(stats))
+
+
 def _read_mnist(split: str, *, data_dir, mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     builder = _prepared_mnist_builder(data_dir=data_dir, mnist_dir=mnist_dir, cache=None)
+    directory = os.fspath(builder.data_dir)
     try:
-        return read_data_source(builder.as_data_source(split=split))
+        signature = _directory_signature(directory)
+        cached = _DECODED.get((directory, split))
+        if cached is not None and cached[0] == signature:
+            return cached[1], cached[2]
+        images, labels = read_data_source(builder.as_data_source(split=split))
     except MemoryError:
         raise
     except Exception as error:  # array_record / TFDS raise RuntimeError, KeyError, OSError, ...
-        raise _Unreadable(os.fspath(builder.data_dir), _describe(error)) from error
+        raise _Unreadable(directory, _describe(error)) from error
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    while len(_DECODED) >= _DECODED_MAX_ENTRIES:
+        del _DECODED[next(iter(_DECODED))]
+    _DECODED[(directory, split)] = (signature, images, labels)
+    return images, labels
 
 
 def _move_aside(directory: str) -> str:
