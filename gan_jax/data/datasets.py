@@ -244,7 +244,9 @@ def load_split(
     Returns images uint8 [N, H, W, C] and labels int32 [N]: digits 0..9 for MNIST, 100a + 10b + c
     (0..999) for Stacked MNIST (128,000 train / 10,000 test), the dataset's labels or zeros
     otherwise. The mixtures ("ring", "grid") return float32 points [N, 2] (100,000 train /
-    10,000 test) and each point's mode index; image_shape must be None or (2,).
+    10,000 test) and each point's mode index; image_shape must be None or (2,). MNIST's arrays
+    at its own shape are read-only: the process keeps the decoded split and returns it to every
+    caller (copy them to write).
 
     Raises:
       DamagedDatasetError: the prepared MNIST cannot be read (and, with `repair`, neither can a
