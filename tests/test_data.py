@@ -410,7 +410,8 @@ def test_unreachable_download_falls_through_quickly(mnist, tmp_path, monkeypatch
 # Memory.
 
 
-def test_loading_a_split_holds_at_most_two_copies(mnist):
+def test_loading_a_split_holds_at_most_two_copies(mnist, monkeypatch):
+    monkeypatch.setattr(datasets, "_DECODED", {})  # decode afresh, not the process's copy
     tracemalloc.start()
     try:
         images, labels = data.load_split("mnist", "test", data_dir=str(mnist.data_dir))
@@ -555,6 +556,27 @@ def test_unreadable_prepared_mnist_is_moved_aside_and_prepared_again(small_mnist
     assert {p.name: p.read_bytes() for p in moved.iterdir()} == before
     assert f"The prepared MNIST in {small_mnist.version_dir} cannot be read" in caplog.text
     assert f"moved it aside to {moved}" in caplog.text
+
+
+def test_a_split_is_decoded_once_while_its_files_are_unchanged(small_mnist, monkeypatch):
+    decoded = []
+    read = datasets.read_data_source
+    monkeypatch.setattr(
+        datasets, "read_data_source", lambda source: decoded.append(1) or read(source)
+    )
+    first = data.load_split("mnist", "train", data_dir=str(small_mnist.data_dir))
+    assert decoded == []  # the fixture's load decoded it
+    assert first[0] is small_mnist.train[0] and not first[0].flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0, 0, 0, 0] = 1
+    # A file of the prepared copy changes (here only its time): the split is decoded again.
+    info = small_mnist.version_dir / "dataset_info.json"
+    stat = info.stat()
+    os.utime(info, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = data.load_split("mnist", "train", data_dir=str(small_mnist.data_dir))
+    assert decoded == [1] and again[0] is not first[0]
+    np.testing.assert_array_equal(again[0], first[0])
+    np.testing.assert_array_equal(again[1], first[1])
 
 
 def test_unreadable_prepared_mnist_without_repair_names_directory_and_fix(small_mnist):
