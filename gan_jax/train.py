@@ -547,17 +547,18 @@ def _evaluate_final(state, models, config, log_dir: Path, step: int, writer, run
     if config.dataset not in config_lib.POINT_DATASETS:
         all_features = _eval_features(config)
     for index, features in enumerate(all_features):
-        suffix = "" if index == 0 else f"_{features}"
-        prefix = "eval/" if index == 0 else f"eval/{features}/"
         _evaluate_final_with(
-            state, models, config, log_dir, step, writer, runs, features, suffix, prefix
+            state, models, config, log_dir, step, writer, runs, features, primary=index == 0
         )
 
 
 def _evaluate_final_with(
-    state, models, config, log_dir, step, writer, runs, features, suffix, prefix
+    state, models, config, log_dir, step, writer, runs, features, *, primary: bool
 ) -> None:
-    """`_evaluate_final` with one feature network, its file suffix and scalar prefix."""
+    """`_evaluate_final` with one feature network: the primary one writes eval/<metric> and
+    step_<S>.json, a further one eval/<network>/<metric> and step_<S>_<network>.json."""
+    suffix = "" if primary else f"_{features}"
+    prefix = "eval/" if primary else f"eval/{features}/"
     options = dict(num_samples=config.eval_num_samples or None, features=features)
     if runs.stacked:
         results = [
