@@ -34,7 +34,8 @@ if _cache != "off":
 # fast step checks is what holds at any level: bitwise equality of two programs compiled alike,
 # and tolerances. A run that selects slow tests (`-m slow`, `-m ""`) keeps the default level,
 # the one users train with, and so do the tests whose tolerance was measured only there (marked
-# slow). GAN_JAX_TEST_XLA_OPT=default keeps the default level in the fast step too.
+# slow). GAN_JAX_TEST_XLA_OPT=default keeps the default level in the fast step too, and a
+# level already in XLA_FLAGS is kept.
 FAST_STEP_XLA_FLAGS = ("--xla_backend_optimization_level=0",)
 
 
@@ -45,7 +46,11 @@ def pytest_configure(config):
     if not fast_step or os.environ.get("GAN_JAX_TEST_XLA_OPT", "").strip() == "default":
         return
     flags = os.environ.get("XLA_FLAGS", "").split()
-    os.environ["XLA_FLAGS"] = " ".join(flags + [f for f in FAST_STEP_XLA_FLAGS if f not in flags])
+    # A level the user set in XLA_FLAGS is theirs to keep.
+    chosen = {f.split("=", 1)[0] for f in flags}
+    os.environ["XLA_FLAGS"] = " ".join(
+        flags + [f for f in FAST_STEP_XLA_FLAGS if f.split("=", 1)[0] not in chosen]
+    )
 
 
 def pytest_sessionstart(session):
